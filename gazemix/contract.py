@@ -1,0 +1,386 @@
+"""The mixing contract: every gazemix mixer returns a :class:`MixResult` that can be replayed on gaze maps.
+
+A mixed image is a sum of *sources*. Source 0 is the sample's **own** image; source 1 its **partner**;
+multi-source methods (SpliceMix, Co-Mixup) add more. Each source has
+
+* ``index`` ``(B,)``: which input image it comes from,
+* ``share`` (broadcastable to ``(B, 1, H, W)``): the per-pixel share of that source in the output,
+* ``weight`` ``(B,)``: its label weight (need not sum to 1 across sources: SnapMix, TokenMix),
+* ``warp``: an optional geometric transform applied to the source before masking (ResizeMix shrinks
+  the partner, SMMix/TdAttenMix translate a square of tokens, SpliceMix tiles down-sampled images).
+
+So the pixels obey ``out_b = sum_s share_s[b] * warp_s(x[index_s[b]])`` (BC+ additionally subtracts each
+image's mean), and :meth:`MixResult.replay` applies exactly the same sum to any per-pixel map — human gaze,
+a saliency map, an object mask — returning the map mass each output keeps from its own image and from its
+partner(s). Warps are applied to maps *mass-preservingly*: a shrunk partner keeps all its gaze mass; a
+cropped region keeps exactly the mass inside the crop.
+
+Conventions (the same for every mixer, whatever its source paper used): ``lam`` is the label weight of
+the own image, and ``mask == 1`` means the output pixel came from the own image.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["BoxWarp", "MixResult", "MixSource", "Mixer", "MixerInputError", "soft_targets"]
+
+
+class MixerInputError(ValueError):
+    """A mixer was called with inputs it cannot use; the message says what to pass instead."""
+
+
+# --------------------------------------------------------------------------------------------- warps
+@dataclass(frozen=True)
+class BoxWarp:
+    """Move the content of ``src`` boxes of a source image into ``dst`` boxes of the output, resizing it.
+
+    Boxes are ``(B, 4)`` integer pixel boxes ``(y1, x1, y2, x2)`` (half-open). Pixels outside ``dst`` are 0
+    after the warp (a source's ``share`` is 0 there anyway).
+
+    Args:
+        src: region of the source image that is shown.
+        dst: region of the output it is shown in.
+        mode: pixel interpolation, ``"nearest"`` or ``"bilinear"``.
+        align_corners: as in :func:`torch.nn.functional.grid_sample` (SnapMix and SpliceMix use True).
+    """
+
+    src: Tensor
+    dst: Tensor
+    mode: str = "bilinear"
+    align_corners: bool = False
+
+    def _grid(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        src = self.src.to(device=device, dtype=dtype)
+        dst = self.dst.to(device=device, dtype=dtype)
+        ys = torch.arange(h, device=device, dtype=dtype).view(1, h, 1)
+        xs = torch.arange(w, device=device, dtype=dtype).view(1, 1, w)
+        sy1, sx1, sy2, sx2 = (src[:, k].view(-1, 1, 1) for k in range(4))
+        dy1, dx1, dy2, dx2 = (dst[:, k].view(-1, 1, 1) for k in range(4))
+        dh = (dy2 - dy1).clamp_min(1)
+        dw = (dx2 - dx1).clamp_min(1)
+        if self.align_corners:  # corner pixel centres map onto corner pixel centres
+            fy = (ys - dy1) / (dh - 1).clamp_min(1) * (sy2 - sy1 - 1) + sy1
+            fx = (xs - dx1) / (dw - 1).clamp_min(1) * (sx2 - sx1 - 1) + sx1
+            gy = fy / max(h - 1, 1) * 2 - 1
+            gx = fx / max(w - 1, 1) * 2 - 1
+        else:  # pixel areas map onto pixel areas
+            fy = (ys + 0.5 - dy1) / dh * (sy2 - sy1) + sy1
+            fx = (xs + 0.5 - dx1) / dw * (sx2 - sx1) + sx1
+            gy = fy / h * 2 - 1
+            gx = fx / w * 2 - 1
+        grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)  # (B, H, W, 2) as (x, y)
+        inside = (ys >= dy1) & (ys < dy2) & (xs >= dx1) & (xs < dx2)
+        return grid, inside.unsqueeze(1)
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Warp pixels ``x`` ``(B, C, H, W)``: the source box, resized into the destination box."""
+        b, _, h, w = x.shape
+        grid, inside = self._grid(b, h, w, x.device, x.dtype if x.is_floating_point() else torch.float32)
+        out = F.grid_sample(x, grid.to(x.dtype), mode=self.mode, padding_mode="border",
+                            align_corners=self.align_corners)
+        return out * inside
+
+    def apply_density(self, g: Tensor) -> Tensor:
+        """Warp a map ``g`` ``(B, 1, H, W)`` so the destination box holds exactly the mass ``g`` has in ``src``."""
+        b, _, h, w = g.shape
+        shape = self.apply(g).clamp_min(0)
+        ys = torch.arange(h, device=g.device).view(1, 1, h, 1)
+        xs = torch.arange(w, device=g.device).view(1, 1, 1, w)
+        src = self.src.to(g.device).view(b, 4, 1, 1)
+        in_src = (ys >= src[:, 0:1]) & (ys < src[:, 2:3]) & (xs >= src[:, 1:2]) & (xs < src[:, 3:4])
+        true_mass = (g * in_src).sum(dim=(1, 2, 3))
+        shown = shape.sum(dim=(1, 2, 3))
+        scale = torch.where(shown > 0, true_mass / shown.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(shown))
+        return shape * scale.view(b, 1, 1, 1)
+
+    def index_select(self, rows: Tensor) -> "BoxWarp":
+        return dataclasses.replace(self, src=self.src[rows], dst=self.dst[rows])
+
+
+# ------------------------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class MixSource:
+    """One source of every mixed output: which image, its per-pixel share, its label weight, its warp."""
+
+    index: Tensor
+    share: Tensor
+    weight: Tensor
+    warp: BoxWarp | None = None
+
+
+def soft_targets(targets: Tensor, num_classes: int | None, smoothing: float = 0.0) -> Tensor:
+    """Class indices ``(B,)`` or soft/multi-hot ``(B, K)`` → float ``(B, K)``, label-smoothed as in timm.
+
+    Smoothing ``s`` spreads ``s`` evenly: ``off = s / K``, ``on = 1 - s + s / K``.
+    """
+    if targets.ndim == 1:
+        if targets.is_floating_point():
+            raise MixerInputError("targets of shape (B,) must be integer class indices, got a float tensor")
+        if num_classes is None:
+            raise MixerInputError("targets are class indices (B,): pass num_classes= to the mixer")
+        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+            raise MixerInputError(f"targets must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
+                                  f"got values in [{int(targets.min())}, {int(targets.max())}]")
+        soft = F.one_hot(targets.long(), num_classes).float()
+    elif targets.ndim == 2:
+        if num_classes is not None and targets.shape[1] != num_classes:
+            raise MixerInputError(f"soft targets have {targets.shape[1]} classes but num_classes={num_classes}")
+        soft = targets.float()
+    else:
+        raise MixerInputError(f"targets must be (B,) class indices or (B, K) soft labels, got shape {tuple(targets.shape)}")
+    if smoothing:
+        k = soft.shape[1]
+        soft = soft * (1.0 - smoothing) + smoothing / k
+    return soft
+
+
+# ---------------------------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class MixResult:
+    """What a mixer returns: the mixed batch, its soft targets, and everything needed to replay the mix.
+
+    Attributes:
+        images: mixed batch ``(B', C, H, W)`` (``B' = B`` except for methods that append, e.g. SpliceMix).
+        targets: soft targets ``(B', K)``.
+        sources: the sources of every output; ``sources[0]`` is the own image, ``sources[1]`` the partner.
+        params: the sampled parameters (plain Python values and small tensors), kept for provenance.
+        mixer: the registered name of the mixer that produced it.
+        per_pixel_offset: True when the image rule is not a pure convex sum of sources (BC+ subtracts means);
+            replay still reports the shares.
+    """
+
+    images: Tensor
+    targets: Tensor
+    sources: tuple[MixSource, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    mixer: str = ""
+    per_pixel_offset: bool = False
+
+    # --- the named two-source view (public API) ---
+    @property
+    def index(self) -> Tensor:
+        """Partner of each output, ``(B',)`` indices into the input batch."""
+        return self.sources[1].index
+
+    @property
+    def own_index(self) -> Tensor:
+        """Own image of each output, ``(B',)`` (``arange(B)`` unless the mixer appends outputs)."""
+        return self.sources[0].index
+
+    @property
+    def lam(self) -> Tensor:
+        """Label weight of each output's own image, ``(B',)``."""
+        return self.sources[0].weight
+
+    @property
+    def partner_lam(self) -> Tensor:
+        """Label weight of the partner(s), ``(B',)`` — ``1 - lam`` unless the method says otherwise."""
+        return sum((s.weight for s in self.sources[1:]), torch.zeros_like(self.lam))
+
+    @property
+    def mask(self) -> Tensor:
+        """Per-pixel share of the own image ``(B', 1, H, W)``."""
+        b, _, h, w = self.images.shape
+        return self.sources[0].share.expand(b, 1, h, w)
+
+    @property
+    def num_sources(self) -> int:
+        return len(self.sources)
+
+    # --- replay ---
+    def source_maps(self, maps: Tensor) -> Tensor:
+        """Each source's contribution to each output when the mix is replayed on ``maps``.
+
+        Args:
+            maps: per-pixel maps of the *input* batch ``(B, 1, H, W)`` (e.g. gaze densities).
+
+        Returns:
+            ``(B', S, H, W)``: ``share_s * warp_s(maps[index_s])``, warps applied mass-preservingly.
+        """
+        self._check_maps(maps)
+        out = []
+        for src in self.sources:
+            g = maps[src.index]
+            if src.warp is not None:
+                g = src.warp.apply_density(g)
+            out.append((src.share.to(g.dtype) * g)[:, 0])
+        return torch.stack(out, dim=1)
+
+    def replay_sources(self, maps: Tensor) -> Tensor:
+        """Map mass that each output keeps from each source: ``(B', S)``."""
+        self._check_maps(maps)
+        b, _, h, w = self.images.shape
+        masses = []
+        for src in self.sources:
+            g = maps[src.index]
+            if src.warp is not None:
+                g = src.warp.apply_density(g)
+            share = src.share.to(g.dtype)
+            if share.shape[-2:] == (1, 1):  # constant share per sample: no per-pixel product needed
+                masses.append(share.reshape(share.shape[0], -1)[:, 0].expand(b) * g.sum(dim=(1, 2, 3)))
+            else:
+                masses.append((share * g).sum(dim=(1, 2, 3)))
+        return torch.stack(masses, dim=1)
+
+    def replay(self, maps: Tensor) -> tuple[Tensor, Tensor]:
+        """Replay the mix on per-pixel ``maps`` ``(B, 1, H, W)`` of the input batch.
+
+        Returns:
+            ``(own, partner)``, two ``(B',)`` tensors: the map mass each mixed image keeps from its own
+            image and from its partner(s) (all non-own sources summed), exactly as the pixels were mixed.
+        """
+        masses = self.replay_sources(maps)
+        return masses[:, 0], masses[:, 1:].sum(dim=1)
+
+    def _check_maps(self, maps: Tensor) -> None:
+        n = int(max(int(s.index.max()) for s in self.sources)) + 1 if self.images.shape[0] else 0
+        if maps.ndim != 4 or maps.shape[1] != 1:
+            raise MixerInputError(f"maps must have shape (B, 1, H, W), got {tuple(maps.shape)}")
+        if maps.shape[-2:] != self.images.shape[-2:]:
+            raise MixerInputError(f"maps are {tuple(maps.shape[-2:])} but the mixed images are "
+                                  f"{tuple(self.images.shape[-2:])}: resize the maps to the image size first")
+        if maps.shape[0] < n:
+            raise MixerInputError(f"maps hold {maps.shape[0]} maps but the mix draws on {n} input images")
+
+    def to(self, device: torch.device | str) -> "MixResult":
+        def move(s: MixSource) -> MixSource:
+            warp = None if s.warp is None else dataclasses.replace(s.warp, src=s.warp.src.to(device), dst=s.warp.dst.to(device))
+            return MixSource(s.index.to(device), s.share.to(device), s.weight.to(device), warp)
+        return dataclasses.replace(self, images=self.images.to(device), targets=self.targets.to(device),
+                                   sources=tuple(move(s) for s in self.sources))
+
+
+# ---------------------------------------------------------------------------------------------- mixers
+class Mixer(abc.ABC):
+    """Base class of all mixers: validate in ``__init__``, *sample* parameters, then *apply* them.
+
+    ``mixer(images, targets, *, generator=None, **context) -> MixResult``.
+
+    Subclasses set ``name``, ``summary``, ``reference``, ``needs`` (context keys that must be passed) and
+    ``content_independent`` (the mask depends on shapes only, never on pixels or a model), and implement
+    :meth:`sample` and :meth:`apply`.
+
+    Args (shared by every mixer):
+        num_classes: number of classes, required when targets are class indices.
+        label_smoothing: timm-style smoothing of each one-hot before mixing (default 0: off).
+        seed: seed of the mixer's own ``torch.Generator``; a ``generator=`` passed to a call wins.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    needs: ClassVar[tuple[str, ...]] = ()
+    content_independent: ClassVar[bool] = True
+
+    def __init__(self, *, num_classes: int | None = None, label_smoothing: float = 0.0, seed: int | None = None) -> None:
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        check_range("label_smoothing", label_smoothing, 0.0, 1.0, hi_open=True)
+        self.num_classes = num_classes
+        self.label_smoothing = float(label_smoothing)
+        self.generator = torch.Generator()
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+        else:
+            self.generator.seed()
+
+    # -- the public call --
+    def __call__(self, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None,
+                 **context: Any) -> MixResult:
+        self.check_inputs(images, targets)
+        missing = [k for k in self.needs if context.get(k) is None]
+        if missing:
+            raise MixerInputError(f"{self.name} needs {', '.join(f'{k}=' for k in missing)} in the call: "
+                                  f"{self.context_help()}")
+        gen = generator if generator is not None else self.generator
+        params = self.sample(images, targets, generator=gen, **context)
+        return self.apply(images, targets, params)
+
+    @abc.abstractmethod
+    def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
+        """Draw every random quantity of one call (the only place randomness is used)."""
+
+    @abc.abstractmethod
+    def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
+        """Mix deterministically with ``params``; never modifies ``images`` or ``targets``."""
+
+    # -- helpers for subclasses --
+    def context_help(self) -> str:
+        return "see the mixer's docstring"
+
+    def check_inputs(self, images: Tensor, targets: Tensor) -> None:
+        if not isinstance(images, Tensor) or images.ndim != 4:
+            raise MixerInputError(f"images must be a (B, C, H, W) tensor, got "
+                                  f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
+        if not images.is_floating_point():
+            raise MixerInputError(f"images must be floating point, got {images.dtype}: convert with .float()")
+        if images.shape[0] < 1:
+            raise MixerInputError("images is an empty batch")
+        if not isinstance(targets, Tensor) or targets.shape[0] != images.shape[0]:
+            raise MixerInputError(f"targets must be a tensor with one row per image: {images.shape[0]} images, "
+                                  f"targets of shape {tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__}")
+
+    def soft(self, targets: Tensor, device: torch.device) -> Tensor:
+        return soft_targets(targets, self.num_classes, self.label_smoothing).to(device)
+
+    def pair_result(self, images: Tensor, mixed: Tensor, targets: Tensor, index: Tensor, own_share: Tensor,
+                    lam: Tensor, params: Mapping[str, Any], *, partner_weight: Tensor | None = None,
+                    partner_warp: BoxWarp | None = None) -> MixResult:
+        """Build the two-source result ``own = arange(B)``, ``partner = index`` with label weights."""
+        b = images.shape[0]
+        device = images.device
+        lam = lam.to(device=device, dtype=torch.float32)
+        partner_weight = (1.0 - lam) if partner_weight is None else partner_weight.to(device=device, dtype=torch.float32)
+        own = MixSource(torch.arange(b, device=device), own_share, lam)
+        partner = MixSource(index.to(device), 1.0 - own_share, partner_weight, partner_warp)
+        soft = self.soft(targets, device)
+        mixed_targets = lam.view(-1, 1) * soft + partner_weight.view(-1, 1) * soft[partner.index]
+        return MixResult(images=mixed, targets=mixed_targets, sources=(own, partner), params=dict(params), mixer=self.name)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({opts})"
+
+    def config(self) -> dict[str, Any]:
+        """The mixer's options (what ``__init__`` was given), for provenance tables."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "generator"}
+
+
+def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``value`` is outside ``[lo, hi]`` (ends optionally open)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {value!r}")
+
+
+def draw_partners(b: int, generator: torch.Generator, pairing: str = "randperm") -> Tensor:
+    """Partner index of each sample: ``randperm`` (official CutMix/SaliencyMix), ``flip`` (timm) or ``roll`` (torchvision).
+
+    A batch of 1 is paired with itself (the mix is then the identity on pixels).
+    """
+    if pairing == "randperm":
+        return torch.randperm(b, generator=generator)
+    if pairing == "flip":
+        return torch.arange(b - 1, -1, -1)
+    if pairing == "roll":
+        return torch.roll(torch.arange(b), 1)
+    raise ValueError(f"pairing must be 'randperm', 'flip' or 'roll', got {pairing!r}")
+
+
+def sample_beta(alpha: float, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` draws of Beta(alpha, alpha) from ``generator`` (ratio of two Gammas, so it is reproducible)."""
+    a = torch.full((n,), float(alpha), dtype=torch.float64)
+    x = torch._standard_gamma(a, generator=generator)
+    y = torch._standard_gamma(a, generator=generator)
+    return (x / (x + y)).float()

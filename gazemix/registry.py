@@ -1,0 +1,62 @@
+"""The mixer registry: ``create_mixer(name, **kwargs)`` and ``list_mixers()``."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from gazemix.contract import Mixer
+
+__all__ = ["MixerInfo", "create_mixer", "list_mixers", "register_mixer"]
+
+_REGISTRY: dict[str, type[Mixer]] = {}
+M = TypeVar("M", bound=type[Mixer])
+
+
+@dataclass(frozen=True)
+class MixerInfo:
+    """One row of the mixer table."""
+
+    name: str
+    summary: str
+    reference: str
+    needs: tuple[str, ...]
+    content_independent: bool
+
+
+def register_mixer(cls: M) -> M:
+    """Class decorator: register a :class:`Mixer` subclass under its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two mixers are registered as {cls.name!r}: {_REGISTRY[cls.name].__name__} and {cls.__name__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _ensure_loaded() -> None:
+    import gazemix.mixers  # noqa: F401  (importing the package registers every mixer)
+
+
+def mixer_class(name: str) -> type[Mixer]:
+    """The class registered as ``name``; an unknown name lists the valid ones and the closest match."""
+    _ensure_loaded()
+    key = name.strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown mixer {name!r}.{hint} Registered mixers: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+def create_mixer(name: str, **kwargs: Any) -> Mixer:
+    """Build the mixer registered as ``name`` with its keyword options (see each class's docstring)."""
+    return mixer_class(name)(**kwargs)
+
+
+def list_mixers() -> list[MixerInfo]:
+    """Every registered mixer with its one-line summary and paper reference, sorted by name."""
+    _ensure_loaded()
+    return [MixerInfo(c.name, c.summary, c.reference, tuple(c.needs), c.content_independent)
+            for _, c in sorted(_REGISTRY.items())]
