@@ -264,6 +264,12 @@ class Mixer(abc.ABC):
 
     ``mixer(images, targets, *, generator=None, **context) -> MixResult``.
 
+    Standard ``context`` keys (a mixer lists the ones it requires in ``needs``):
+    ``gaze`` human gaze maps ``(B, 1, H, W)``; ``saliency`` any per-pixel saliency ``(B, 1, H, W)``;
+    ``attention`` a model's class-token attention over patch tokens ``(B, N)`` or a patch-grid map
+    ``(B, h, w)``; ``model`` the ``nn.Module`` being trained (or a teacher); ``logits`` ``(B, K)``;
+    ``epoch`` (int) for progressive schedules.
+
     Subclasses set ``name``, ``summary``, ``reference``, ``needs`` (context keys that must be passed) and
     ``content_independent`` (the mask depends on shapes only, never on pixels or a model), and implement
     :meth:`sample` and :meth:`apply`.
@@ -279,6 +285,7 @@ class Mixer(abc.ABC):
     reference: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ()
     content_independent: ClassVar[bool] = True
+    relabels_after_forward: ClassVar[bool] = False
 
     def __init__(self, *, num_classes: int | None = None, label_smoothing: float = 0.0, seed: int | None = None) -> None:
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
@@ -311,6 +318,15 @@ class Mixer(abc.ABC):
     @abc.abstractmethod
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         """Mix deterministically with ``params``; never modifies ``images`` or ``targets``."""
+
+    def relabel(self, result: MixResult, **outputs: Any) -> MixResult:
+        """Second phase of methods whose label needs the model's forward pass on the *mixed* batch.
+
+        TransMix and MixPro set ``relabels_after_forward = True`` and read ``outputs`` such as
+        ``attention=`` (last block class-token attention over patch tokens, ``(B, N)``) and ``logits=``;
+        every other mixer returns ``result`` unchanged.
+        """
+        return result
 
     # -- helpers for subclasses --
     def context_help(self) -> str:
