@@ -367,7 +367,8 @@ class Mixer(abc.ABC):
 
     def config(self) -> dict[str, Any]:
         """The mixer's options (what ``__init__`` was given), for provenance tables."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "generator"}
+        hidden = {"generator", "needs", "content_independent", "relabels_after_forward"}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in hidden}
 
 
 def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:

@@ -1,0 +1,82 @@
+"""Between-class learning, BC and BC+ (Tokozume, Ushiku, Harada, "Between-class Learning for Image
+Classification", CVPR 2018).
+
+Official code: mil-tokyo/bc_learning_image. Each sample is mixed with an image of a *different* class,
+``r ~ U(0, 1)`` per sample, label ``r * y_1 + (1 - r) * y_2``. The official code draws the two images at
+random inside the data set; here the partner is drawn at random among the batch's other-class samples
+(a sample whose class is the only one in the batch is left unmixed and counted in ``params["unpaired"]``).
+
+BC+ treats images as waveforms: each is made zero-mean, then mixed with the coefficient
+``p = 1 / (1 + (s_1 / s_2) * (1 - r) / r)`` (``s`` the per-image standard deviation) and renormalised by
+``sqrt(p^2 + (1 - p)^2)``. The label still uses ``r``. Its pixel shares are ``p / sqrt(...)`` and
+``(1 - p) / sqrt(...)``, which need not sum to 1; ``MixResult.per_pixel_offset`` is True because the
+means are removed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from gazemix.contract import Mixer, MixResult, MixSource
+from gazemix.registry import register_mixer
+
+
+def other_class_partners(labels: Tensor, generator: torch.Generator) -> Tensor:
+    """A random partner of a different class for each sample (itself when none exists)."""
+    b = labels.shape[0]
+    different = labels.view(1, -1) != labels.view(-1, 1) if labels.ndim == 1 else \
+        (labels.argmax(1).view(1, -1) != labels.argmax(1).view(-1, 1))
+    scores = torch.rand(b, b, generator=generator) * different.cpu()
+    pick = scores.argmax(dim=1)
+    return torch.where(different.cpu().any(dim=1), pick, torch.arange(b))
+
+
+@register_mixer
+class BCLearning(Mixer):
+    """BC: blend with a different-class image, ``r ~ U(0, 1)`` per sample; label ``r``."""
+
+    name = "bc"
+    summary = "between-class blend with a different-class image, r ~ U(0,1), label r"
+    reference = "Tokozume, Ushiku, Harada, Between-class Learning for Image Classification, CVPR 2018"
+    waveform = False
+
+    def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
+        b = images.shape[0]
+        index = other_class_partners(targets.cpu(), generator)
+        return {"r": torch.rand(b, generator=generator), "index": index,
+                "unpaired": int((index == torch.arange(b)).sum())}
+
+    def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
+        dev = images.device
+        index = params["index"].to(dev)
+        paired = index != torch.arange(images.shape[0], device=dev)
+        r = torch.where(paired, params["r"].to(dev), torch.ones_like(params["r"].to(dev)))
+        if not self.waveform:
+            share = r.view(-1, 1, 1, 1).to(images.dtype)
+            return self.pair_result(images, torch.lerp(images[index], images, share), targets, index, share, r, params)
+        centred = images - images.mean(dim=(1, 2, 3), keepdim=True)
+        std = centred.std(dim=(1, 2, 3), unbiased=False)
+        s1, s2 = std, std[index]
+        degenerate = (s1 <= 0) | (s2 <= 0)
+        p = 1.0 / (1.0 + (s1 / s2.clamp_min(1e-12)) * (1.0 - r) / r.clamp_min(1e-12))
+        p = torch.where(degenerate, r.to(p.dtype), p)
+        norm = torch.sqrt(p ** 2 + (1 - p) ** 2)
+        own_share, partner_share = (p / norm).view(-1, 1, 1, 1), ((1 - p) / norm).view(-1, 1, 1, 1)
+        mixed = own_share * centred + partner_share * centred[index]
+        soft = self.soft(targets, dev)
+        sources = (MixSource(torch.arange(images.shape[0], device=dev), own_share, r),
+                   MixSource(index, partner_share, 1.0 - r))
+        return MixResult(images=mixed, targets=r.view(-1, 1) * soft + (1 - r).view(-1, 1) * soft[index],
+                         sources=sources, params=dict(params, p=p.cpu()), mixer=self.name, per_pixel_offset=True)
+
+
+@register_mixer
+class BCPlus(BCLearning):
+    """BC+: zero-mean images mixed as waveforms with std-corrected coefficient ``p``; label ``r``."""
+
+    name = "bc_plus"
+    summary = "BC+: zero-mean images mixed as waveforms with std-corrected weight, label r"
+    waveform = True

@@ -1,0 +1,101 @@
+"""SpliceMix (Wang, Xu, Ding, Zhang, Shen, "SpliceMix: A Cross-scale and Semantic Blending Augmentation
+Strategy for Multi-label Image Classification", arXiv 2311.15200, 2023).
+
+Official code: zuiran/SpliceMix ``SpliceMix.py`` (default mode). Per batch a grid is chosen (1x2 with
+probability 0.3, 2x2 with 0.4, 2x3 with 0.3; asymmetric grids transposed with probability 1/2); ``B // 4``
+mixed images are made, each tiling ``g`` down-sampled batch images (bilinear, ``align_corners=True``);
+with probability 0.3 some cells are dropped (blank, 1 for 1x2, 1-3 for 2x2, 1-5 for 2x3). The label of a
+mixed image is the multi-hot union of its non-dropped sources, and the mixed images are **appended** to
+the original batch (output ``B + B // 4``). Sources are drawn from concatenated random permutations.
+
+Deviation: for sizes not divisible by the grid the official code resizes the tiled image once more to
+``H x W``; here cells have edges at ``floor(k * H / rows)`` so each tile is resized once, straight into
+its cell (no second resampling, same layout).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from gazemix.contract import BoxWarp, Mixer, MixResult, MixSource, check_range
+from gazemix.registry import register_mixer
+
+GRIDS = ((1, 2), (2, 2), (2, 3))
+
+
+@register_mixer
+class SpliceMix(Mixer):
+    """Tile ``g`` down-sampled images into one and append ``B // 4`` such images; multi-hot labels.
+
+    Args:
+        grid_probs: probabilities of the 1x2, 2x2 and 2x3 grids (official: 0.3, 0.4, 0.3).
+        drop_prob: probability that a mixed batch drops cells (official: 0.3).
+        mix_ratio: mixed images appended per input image (official: 0.25, i.e. ``B // 4``).
+    """
+
+    name = "splicemix"
+    summary = "tile g down-sampled images into one, appended to the batch; multi-hot label (multi-label)"
+    reference = "Wang et al., SpliceMix: A Cross-scale and Semantic Blending Augmentation Strategy for Multi-label Image Classification, arXiv 2311.15200"
+
+    def __init__(self, *, grid_probs: tuple[float, float, float] = (0.3, 0.4, 0.3), drop_prob: float = 0.3,
+                 mix_ratio: float = 0.25, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if len(grid_probs) != 3 or any(p < 0 for p in grid_probs) or abs(sum(grid_probs) - 1) > 1e-6:
+            raise ValueError(f"grid_probs must be three non-negative probabilities summing to 1, got {grid_probs!r}")
+        check_range("drop_prob", drop_prob, 0.0, 1.0)
+        check_range("mix_ratio", mix_ratio, 0.0, 1.0, lo_open=True)
+        self.grid_probs, self.drop_prob, self.mix_ratio = tuple(float(p) for p in grid_probs), float(drop_prob), float(mix_ratio)
+
+    def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
+        b = images.shape[0]
+        n_mix = int(b * self.mix_ratio)
+        grid_id = int(torch.multinomial(torch.tensor(self.grid_probs), 1, generator=generator))
+        rows, cols = GRIDS[grid_id]
+        if rows != cols and torch.rand(1, generator=generator).item() < 0.5:
+            rows, cols = cols, rows
+        g = rows * cols
+        perms = torch.cat([torch.randperm(b, generator=generator) for _ in range(max(1, -(-n_mix * g // b)))])
+        tiles = perms[: n_mix * g].view(n_mix, g)
+        dropped = torch.zeros(n_mix, g, dtype=torch.bool)
+        if n_mix and torch.rand(1, generator=generator).item() < self.drop_prob:
+            n_drop = 1 if g == 2 else int(torch.randint(1, g, (1,), generator=generator))
+            order = torch.rand(n_mix, g, generator=generator).argsort(dim=1)
+            dropped = order < n_drop
+        return {"grid": (rows, cols), "tiles": tiles, "dropped": dropped}
+
+    def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
+        b, _, h, w = images.shape
+        dev = images.device
+        rows, cols = params["grid"]
+        tiles, dropped = params["tiles"].to(dev), params["dropped"].to(dev)
+        n_mix, g = tiles.shape
+        ys = torch.arange(rows + 1) * h // rows
+        xs = torch.arange(cols + 1) * w // cols
+        full = torch.tensor([0, 0, h, w], device=dev).expand(n_mix, 4)
+        soft = self.soft(targets, dev)
+        mixed = torch.zeros((n_mix, *images.shape[1:]), dtype=images.dtype, device=dev)
+        sources = []
+        # Outputs 0..B-1 are the original batch (one source, weight 1); outputs B.. are the mosaics.
+        identity = torch.arange(b, device=dev)
+        for cell in range(g):  # at most 6 cells: a loop over the grid, not over samples
+            r, c = divmod(cell, cols)
+            box = torch.tensor([ys[r], xs[c], ys[r + 1], xs[c + 1]], device=dev).expand(n_mix, 4)
+            warp = BoxWarp(src=full, dst=box, mode="bilinear", align_corners=True)
+            keep = (~dropped[:, cell]).to(images.dtype).view(-1, 1, 1, 1)
+            inside = torch.zeros(n_mix, 1, h, w, dtype=images.dtype, device=dev)
+            inside[:, :, int(ys[r]):int(ys[r + 1]), int(xs[c]):int(xs[c + 1])] = 1
+            mixed = mixed + keep * warp.apply(images[tiles[:, cell]])
+            share = torch.cat([torch.ones(b, 1, h, w, dtype=images.dtype, device=dev) * (cell == 0),
+                               inside * keep])
+            weight = torch.cat([torch.full((b,), float(cell == 0), device=dev), keep.view(-1)])
+            index = torch.cat([identity, tiles[:, cell]])
+            full_warp = BoxWarp(src=torch.cat([torch.tensor([0, 0, h, w], device=dev).expand(b, 4), full]),
+                                dst=torch.cat([torch.tensor([0, 0, h, w], device=dev).expand(b, 4), box]),
+                                mode="bilinear", align_corners=True)
+            sources.append(MixSource(index, share, weight, full_warp))
+        mixed_targets = sum(s.weight.view(-1, 1) * soft[s.index] for s in sources).clamp(max=1.0)
+        return MixResult(images=torch.cat([images, mixed]), targets=mixed_targets, sources=tuple(sources),
+                         params=dict(params), mixer=self.name)

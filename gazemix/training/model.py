@@ -1,0 +1,127 @@
+"""Building the classifier: a timm model (never downloaded), an optional local checkpoint, and the
+last-block class-token attention captured in the training forward pass.
+
+Attention capture follows the TransMix official code (Chen et al., CVPR 2022: the last ``Attention`` returns its
+softmax matrix and ``attn[:, :, 0, 1:].mean(1)`` is read) on stock timm ViTs: timm's fused SDPA never
+materialises the matrix, so fusion is switched off on the hooked block only and a forward hook on its
+``attn_drop`` reads the post-softmax matrix ``(B, heads, N, N)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+
+__all__ = ["AttentionRecorder", "ModelError", "build_model", "is_vit", "load_pretrained"]
+
+
+class ModelError(ValueError):
+    """A model name, size or weight file that cannot be used; the message says what to pass instead."""
+
+
+def is_vit(model: nn.Module) -> bool:
+    """True for timm ViT-style models (patch embedding, transformer blocks with ``attn``, prefix tokens)."""
+    return (hasattr(model, "patch_embed") and hasattr(model, "blocks") and len(model.blocks) > 0
+            and hasattr(model.blocks[-1], "attn") and hasattr(model, "num_prefix_tokens"))
+
+
+def build_model(name: str, num_classes: int, img_size: int, *, patch_size: int | None = None,
+                drop_path: float = 0.0) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, ...)`` with checks a user can act on.
+
+    ViTs are built for ``img_size`` (and ``patch_size`` when given); the image side must be a multiple of
+    the patch size.
+    """
+    if name not in timm.list_models():
+        family = timm.list_models(f"{name.split('_')[0]}*")[:8]
+        close = family or difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
+        hint = f" Closest timm models: {', '.join(close)}." if close else ""
+        raise ModelError(f"unknown model {name!r}.{hint} Any name of timm.list_models() works "
+                         f"({len(timm.list_models())} models), e.g. deit_tiny_patch16_224, vit_small_patch16_224, "
+                         f"resnet18, resnet50, convnext_tiny.")
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "drop_path_rate": drop_path}
+    vit_kwargs = {"img_size": img_size, **({"patch_size": patch_size} if patch_size else {})}
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs, **vit_kwargs)
+    except TypeError:  # not a ViT: CNNs take any image size and have no patch size
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    if patch_size and not is_vit(model):
+        raise ModelError(f"--patch-size applies to ViT models only; {name} is a {type(model).__name__}")
+    if is_vit(model):
+        patch = model.patch_embed.patch_size[0]
+        if img_size % patch:
+            raise ModelError(f"--img-size {img_size} is not divisible by the patch size {patch} of {name}: "
+                             f"use a multiple of {patch} (e.g. {max(patch, img_size // patch * patch)})")
+    return model
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike) -> list[str]:
+    """Load a local ``.pt``/``.pth``/``.safetensors`` file; returns the keys left out (e.g. a head of another size).
+
+    Accepts a raw state dict or one nested under ``model``/``state_dict``/``model_ema`` (timm, DeiT,
+    gazemix checkpoints). Parameters whose shape differs (a classifier for another class count) are skipped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"--pretrained-path {p} does not exist or is not a file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelError(f"--pretrained-path {p} could not be read as a checkpoint ({type(err).__name__}: {err})") from err
+    for key in ("model", "state_dict", "model_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ModelError(f"--pretrained-path {p} holds no state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ModelError(f"--pretrained-path {p} shares no parameter with the model: is it for another architecture?")
+    model.load_state_dict(matching, strict=False)
+    return skipped + sorted(set(own) - set(matching))
+
+
+class AttentionRecorder:
+    """Capture the last block's class-token attention over patch tokens, ``(B, N)``, head-averaged.
+
+    ``recorder.take()`` returns the attention of the latest forward and clears it; an empty capture is an
+    error (never a silent ``None``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not is_vit(model):
+            raise ModelError(f"{type(model).__name__} has no transformer blocks: class-token attention needs a "
+                             f"timm ViT (vit_*, deit_*)")
+        attn = model.blocks[-1].attn
+        if not hasattr(attn, "attn_drop"):
+            raise ModelError(f"the last block's attention of {type(model).__name__} has no attn_drop to hook")
+        if hasattr(attn, "fused_attn"):
+            attn.fused_attn = False  # the fused kernel never materialises the attention matrix
+        self.prefix = int(model.num_prefix_tokens)
+        self._value: Tensor | None = None
+        self._handle = attn.attn_drop.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        self._value = inputs[0][:, :, 0, self.prefix:].mean(dim=1).detach().float()
+
+    def take(self) -> Tensor:
+        if self._value is None:
+            raise RuntimeError("no attention was captured: the hooked block did not run its softmax path")
+        value, self._value = self._value, None
+        return value
+
+    def remove(self) -> None:
+        self._handle.remove()

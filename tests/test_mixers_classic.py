@@ -1,0 +1,345 @@
+"""Properties of the classic mixers (issue 3): contract, exact label rules, determinism, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gazemix import create_mixer
+from gazemix.contract import MixerInputError
+from gazemix.mixers.boxes import cutmix_boxes
+from tests.conftest import needs_cuda
+
+PAIR_MIXERS = ["mixup", "cutmix", "switch", "fmix", "resizemix", "gridmix", "bc", "lumix"]
+ALL_CLASSIC = PAIR_MIXERS + ["bc_plus", "splicemix"]
+ELEM_MODES = {"mixup": {"mode": "elem"}, "cutmix": {"mode": "elem"}, "switch": {"mode": "elem"}, "fmix": {"mode": "elem"}}
+
+
+def constant_batch(b: int, h: int = 20, w: int = 24) -> torch.Tensor:
+    """Image i is constant i + 1, so any output pixel reveals the shares of its sources."""
+    return (torch.arange(b, dtype=torch.float32) + 1).view(b, 1, 1, 1).expand(b, 3, h, w).clone()
+
+
+@pytest.mark.parametrize("name", ALL_CLASSIC)
+@pytest.mark.parametrize("hw", [(32, 32), (33, 37)])
+def test_shapes_targets_and_lam(name, hw):
+    b, k = 6, 6
+    x, y = torch.rand(b, 3, *hw), torch.arange(b)
+    r = create_mixer(name, num_classes=k, seed=1)(x, y)
+    n = r.images.shape[0]
+    assert r.images.shape[1:] == x.shape[1:] and r.images.dtype == x.dtype
+    assert r.targets.shape == (n, k) and r.lam.shape == (n,) and r.index.shape == (n,)
+    assert r.mask.shape == (n, 1, *hw)
+    assert bool(((r.lam >= 0) & (r.lam <= 1)).all())
+    if name == "splicemix":
+        assert n == b + b // 4
+        assert bool(((r.targets == 0) | (r.targets == 1)).all())  # multi-hot
+    else:
+        assert n == b
+        torch.testing.assert_close(r.targets.sum(1), torch.ones(n))
+        torch.testing.assert_close(r.lam + r.partner_lam, torch.ones(n))
+
+
+@pytest.mark.parametrize("name", PAIR_MIXERS + ["splicemix"])
+@pytest.mark.parametrize("options", [{}, "elem"])
+def test_constant_images_reveal_the_mask(name, options):
+    if options == "elem":
+        if name not in ELEM_MODES:
+            pytest.skip("no elem mode")
+        options = ELEM_MODES[name]
+    b = 7
+    x = constant_batch(b)
+    r = create_mixer(name, num_classes=b, seed=3, **options)(x, torch.arange(b))
+    maps = r.source_maps(torch.ones(b, 1, *x.shape[-2:]))  # share * warp(ones)
+    value = (torch.arange(b, dtype=torch.float32) + 1)
+    # Each output pixel is sum_s share_s * warp_s(value of source s); warp(ones) is 1 where the warp shows content.
+    shown = torch.stack([(s.warp.apply(torch.ones(s.index.shape[0], 1, *x.shape[-2:])) if s.warp else
+                          torch.ones(s.index.shape[0], 1, *x.shape[-2:]))[:, 0] for s in r.sources], 1)
+    expected = sum(r.sources[k].share.expand(r.images.shape[0], 1, *x.shape[-2:])[:, 0] * shown[:, k]
+                   * value[r.sources[k].index].view(-1, 1, 1) for k in range(r.num_sources))
+    torch.testing.assert_close(r.images[:, 0], expected, rtol=1e-5, atol=1e-5)
+    assert maps.shape == (r.images.shape[0], r.num_sources, *x.shape[-2:])
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix", "switch", "fmix", "gridmix", "bc"])
+def test_zero_own_one_partner_gives_one_minus_mask(name):
+    # Two images, paired with each other: own 0, partner 1 reveals 1 - M for sample 0.
+    x = torch.stack([torch.zeros(3, 16, 16), torch.ones(3, 16, 16)])
+    mixer = create_mixer(name, num_classes=2, seed=0, **({"pairing": "flip"} if name not in ("bc",) else {}))
+    r = mixer(x, torch.tensor([0, 1]))
+    assert int(r.index[0]) == 1
+    torch.testing.assert_close(r.images[0, :1], 1 - r.mask[0])
+
+
+@pytest.mark.parametrize("name", PAIR_MIXERS)
+def test_replay_of_ones_matches_the_mask(name):
+    b, hw = 5, (24, 28)
+    r = create_mixer(name, num_classes=b, seed=2)(torch.rand(b, 3, *hw), torch.arange(b))
+    own, partner = r.replay(torch.ones(b, 1, *hw))
+    torch.testing.assert_close(own, r.mask.sum(dim=(1, 2, 3)))
+    if r.sources[1].warp is None:
+        torch.testing.assert_close(partner, (1 - r.mask).sum(dim=(1, 2, 3)))
+    else:  # the whole shrunk partner is shown: it keeps all its mass
+        src = r.sources[1].warp.src
+        torch.testing.assert_close(partner, ((src[:, 2] - src[:, 0]) * (src[:, 3] - src[:, 1])).float())
+
+
+@pytest.mark.parametrize("name", ALL_CLASSIC)
+def test_seeded_mix_is_reproducible_and_inputs_untouched(name):
+    x, y = torch.rand(6, 3, 20, 20), torch.arange(6)
+    x0, y0 = x.clone(), y.clone()
+    a = create_mixer(name, num_classes=6, seed=11)(x, y)
+    b = create_mixer(name, num_classes=6, seed=11)(x, y)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    c, d = create_mixer(name, num_classes=6)(x, y, generator=g1), create_mixer(name, num_classes=6)(x, y, generator=g2)
+    for p, q in ((a, b), (c, d)):
+        torch.testing.assert_close(p.images, q.images)
+        torch.testing.assert_close(p.targets, q.targets)
+        assert torch.equal(p.index, q.index)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+@pytest.mark.parametrize("name", ALL_CLASSIC)
+def test_batch_of_one(name):
+    r = create_mixer(name, num_classes=3, seed=0)(torch.rand(1, 3, 16, 16), torch.tensor([2]))
+    assert r.images.shape[0] == 1 and r.targets.shape == (1, 3)
+    torch.testing.assert_close(r.targets.sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("name", ALL_CLASSIC)
+def test_soft_targets_accepted(name):
+    y = torch.softmax(torch.randn(4, 5), 1) if name != "splicemix" else (torch.rand(4, 5) > 0.5).float()
+    r = create_mixer(name, seed=0)(torch.rand(4, 3, 16, 16), y)
+    assert r.targets.shape[1] == 5
+
+
+def test_bad_inputs_raise_clear_errors():
+    m = create_mixer("cutmix", num_classes=3)
+    with pytest.raises(MixerInputError, match="num_classes"):
+        create_mixer("cutmix")(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+    with pytest.raises(MixerInputError, match=r"\[0, 2\]"):
+        m(torch.rand(2, 3, 8, 8), torch.tensor([0, 3]))
+    with pytest.raises(MixerInputError, match="one row per image"):
+        m(torch.rand(2, 3, 8, 8), torch.tensor([0, 1, 2]))
+    with pytest.raises(MixerInputError, match=r"\(B, C, H, W\)"):
+        m(torch.rand(3, 8, 8), torch.tensor([0, 1, 2]))
+    with pytest.raises(MixerInputError, match="floating point"):
+        m(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="alpha"):
+        create_mixer("mixup", alpha=-1)
+    with pytest.raises(ValueError, match="mode"):
+        create_mixer("cutmix", mode="pair")
+    with pytest.raises(ValueError, match="pairing"):
+        create_mixer("fmix", pairing="shuffle")
+    with pytest.raises(ValueError, match="unknown mixer 'cutmx'.*'cutmix'"):
+        create_mixer("cutmx")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        create_mixer("mixup", label_smoothing=1.5)
+    with pytest.raises(ValueError, match="grid_probs"):
+        create_mixer("splicemix", grid_probs=(0.5, 0.5, 0.5))
+    with pytest.raises(MixerInputError, match="resize the maps"):
+        m(torch.rand(2, 3, 8, 8), torch.tensor([0, 1])).replay(torch.ones(2, 1, 4, 4))
+
+
+# ------------------------------------------------------------------ exact label rules (spec mixers.md §5.1)
+def test_cutmix_lam_is_exactly_one_minus_pasted_area():
+    for mode in ("batch", "elem"):
+        r = create_mixer("cutmix", num_classes=8, mode=mode, seed=4)(torch.rand(8, 3, 32, 40), torch.arange(8))
+        torch.testing.assert_close(r.lam, r.mask.mean(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("hw,lam,centre,expected", [
+    ((224, 224), 0.5, (112, 112), 1 - 158 ** 2 / 224 ** 2),   # R2
+    ((32, 32), 0.25, (16, 16), 1 - 676 / 1024),               # R3
+    ((32, 32), 0.25, (0, 0), 1 - 169 / 1024),                 # R4
+    ((32, 32), 0.0, (16, 16), 0.0),                           # R5
+])
+def test_cutmix_reference_boxes(hw, lam, centre, expected, monkeypatch):
+    values = iter([torch.tensor([centre[0]]), torch.tensor([centre[1]])])
+    monkeypatch.setattr(torch, "randint", lambda *a, **k: next(values))
+    box = cutmix_boxes(hw, torch.tensor([lam]), torch.Generator())
+    area = float((box[0, 2] - box[0, 0]) * (box[0, 3] - box[0, 1]))
+    assert math.isclose(1 - area / (hw[0] * hw[1]), expected, abs_tol=1e-6)
+
+
+def test_cutmix_box_side_matches_torchvision_half_width():  # R6
+    for w in range(8, 300, 7):
+        for lam in torch.linspace(0, 1, 23).tolist():
+            r = math.sqrt(1 - lam)
+            assert int(w * r) // 2 == int(0.5 * r * w)
+
+
+def test_cutmix_box_centres_reach_every_pixel():
+    g = torch.Generator().manual_seed(0)
+    boxes = cutmix_boxes((6, 6), torch.full((4000,), 0.9), g)
+    centres = set(zip(((boxes[:, 0] + boxes[:, 2]) // 2).tolist(), ((boxes[:, 1] + boxes[:, 3]) // 2).tolist()))
+    assert len(centres) >= 30  # clipping merges some border centres; the interior is covered
+
+
+def test_beta_lambda_distribution():
+    r = create_mixer("mixup", num_classes=2, alpha=1.0, mode="elem", seed=0)(torch.rand(20000, 1, 1, 1), torch.zeros(20000, dtype=torch.long))
+    assert abs(float(r.lam.mean()) - 0.5) < 0.01
+    assert abs(float(r.lam.var()) - 1 / 12) < 0.005  # Beta(1,1) variance 1/(4(2a+1))
+
+
+def test_mixup_targets_and_pixels():  # R7
+    x = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])
+    r = create_mixer("mixup", num_classes=2, pairing="flip", seed=0)(x, torch.tensor([0, 1]))
+    lam = float(r.lam[0])
+    torch.testing.assert_close(r.images[0], torch.full((3, 4, 4), 1 - lam))
+    torch.testing.assert_close(r.targets[0], torch.tensor([lam, 1 - lam]))
+
+
+def test_label_smoothing_matches_timm():  # R8
+    r = create_mixer("mixup", num_classes=10, label_smoothing=0.1, pairing="flip", seed=0)(torch.rand(1, 3, 4, 4), torch.tensor([3]))
+    torch.testing.assert_close(r.targets[0, 3], torch.tensor(0.91))
+    torch.testing.assert_close(r.targets[0, 0], torch.tensor(0.01))
+
+
+def test_fmix_mask_counts_and_top_values():  # R9
+    m = create_mixer("fmix", num_classes=4, seed=0)
+    for _ in range(5):
+        r = m(torch.rand(4, 3, 32, 32), torch.arange(4))
+        ones = int(r.mask[0].sum())
+        lam = float(r.lam[0])
+        assert ones in (math.floor(lam * 1024), math.ceil(lam * 1024))
+        assert abs(float(r.lam[0]) - float(r.mask[0].mean())) <= 1 / 1024 + 1e-6
+
+
+def test_fmix_mask_is_top_k_of_a_low_frequency_image():
+    from gazemix.mixers.fmix import binarise_top_k, low_frequency_images
+    grey = low_frequency_images(1, (32, 32), 3.0, torch.Generator().manual_seed(0))
+    mask = binarise_top_k(grey, torch.tensor([0.3]), torch.tensor([True]))
+    assert int(mask.sum()) == 308
+    assert float(grey[mask].min()) >= float(grey[~mask].max())
+
+
+@pytest.mark.parametrize("tau,side,partner", [(0.5, 112, 0.25), (0.1, 22, 0.009646), (0.8, 179, 0.638572)])
+def test_resizemix_reference_areas(tau, side, partner):  # R10
+    m = create_mixer("resizemix", num_classes=2, scale_range=(tau, tau), seed=0)
+    r = m(torch.rand(2, 3, 224, 224), torch.arange(2))
+    box = r.params["boxes"][0]
+    assert int(box[2] - box[0]) == side and int(box[3] - box[1]) == side
+    assert abs(float(1 - r.lam[0]) - partner) < 1e-5
+    own, kept = r.replay(torch.ones(2, 1, 224, 224))
+    torch.testing.assert_close(kept, torch.full((2,), 224.0 * 224.0))  # the whole shrunk partner is visible
+
+
+def test_resizemix_replay_moves_partner_gaze_into_the_box():
+    m = create_mixer("resizemix", num_classes=2, scale_range=(0.5, 0.5), seed=0)
+    x = torch.rand(2, 3, 64, 64)
+    r = m(x, torch.arange(2))
+    gaze = torch.zeros(2, 1, 64, 64)
+    gaze[:, :, :32, :32] = 1 / (32 * 32)  # all partner gaze in its top-left quarter
+    maps = r.source_maps(gaze)
+    y1, x1, y2, x2 = (int(v) for v in r.params["boxes"][0])
+    partner_map = maps[0, 1]
+    torch.testing.assert_close(partner_map.sum(), torch.tensor(1.0))
+    assert float(partner_map[y1:y1 + 16, x1:x1 + 16].sum()) > 0.95  # the quarter shrinks to the box's quarter
+
+
+def test_bc_pairs_different_classes():
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])
+    r = create_mixer("bc", num_classes=4, seed=0)(torch.rand(8, 3, 8, 8), y)
+    assert bool((y[r.index] != y).all())
+    r1 = create_mixer("bc", num_classes=4, seed=0)(torch.rand(3, 3, 8, 8), torch.tensor([1, 1, 1]))
+    assert r1.params["unpaired"] == 3 and bool((r1.lam == 1).all())
+
+
+def test_bc_plus_waveform_coefficient():  # R22
+    x1 = torch.randn(1, 3, 16, 16)
+    x1 = (x1 - x1.mean()) / x1.std(unbiased=False) * 2.0
+    x2 = torch.randn(1, 3, 16, 16)
+    x2 = (x2 - x2.mean()) / x2.std(unbiased=False)
+    m = create_mixer("bc_plus", num_classes=2, seed=0)
+    params = {"r": torch.tensor([0.5, 0.5]), "index": torch.tensor([1, 0]), "unpaired": 0}
+    r = m.apply(torch.cat([x1, x2]), torch.tensor([0, 1]), params)
+    p = float(r.params["p"][0])
+    assert abs(p - 1 / 3) < 1e-5
+    expected = (p * x1 + (1 - p) * x2) / math.sqrt(p ** 2 + (1 - p) ** 2)
+    torch.testing.assert_close(r.images[:1], expected, rtol=1e-4, atol=1e-5)
+    assert abs(1 / math.sqrt(p ** 2 + (1 - p) ** 2) - 1.341641) < 1e-5
+    torch.testing.assert_close(r.targets[0], torch.tensor([0.5, 0.5]))
+    assert r.per_pixel_offset
+
+
+def test_splicemix_appends_and_unions_labels():  # R23
+    b = 64
+    y = torch.arange(b) % 10
+    x = torch.rand(b, 3, 32, 32)
+    r = create_mixer("splicemix", num_classes=10, seed=0)(x, y)
+    torch.testing.assert_close(r.images[:b], x)
+    assert r.images.shape[0] == 80
+    tiles, dropped = r.params["tiles"], r.params["dropped"]
+    for k in range(16):
+        expected = torch.zeros(10)
+        expected[y[tiles[k][~dropped[k]]]] = 1
+        torch.testing.assert_close(r.targets[b + k], expected)
+    rows, cols = r.params["grid"]
+    ch, cw = 32 // rows, 32 // cols  # first cell: edges at floor(k * H / rows)
+    import torch.nn.functional as F
+    x = r.images[:b]
+    for k in range(16):
+        expected = F.interpolate(x[tiles[k, 0]].unsqueeze(0), size=(ch, cw), mode="bilinear", align_corners=True)[0]
+        if bool(dropped[k, 0]):
+            expected = torch.zeros_like(expected)
+        torch.testing.assert_close(r.images[b + k, :, :ch, :cw], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gridmix_cells_and_label():
+    r = create_mixer("gridmix", num_classes=4, grid=4, seed=0)(torch.rand(4, 3, 32, 32), torch.arange(4))
+    cells = r.params["cell_from_own"].float()
+    torch.testing.assert_close(r.lam, cells.mean(dim=(1, 2)))
+    blocks = r.mask[:, 0].unfold(1, 8, 8).unfold(2, 8, 8)  # (B, 4, 4, 8, 8): every cell constant
+    assert bool((blocks.amax(dim=(-1, -2)) == blocks.amin(dim=(-1, -2))).all())
+
+
+def test_switch_elem_mixes_both_kinds():
+    m = create_mixer("switch", num_classes=64, mode="elem", seed=0)
+    r = m(torch.rand(64, 3, 16, 16), torch.arange(64))
+    cut = r.params["use_cutmix"]
+    assert 0 < int(cut.sum()) < 64
+    flat = r.mask.flatten(1)
+    assert bool(((flat == 0) | (flat == 1)).all(dim=1)[cut].all())       # cutmix rows: hard masks
+    assert bool((flat.amax(1) == flat.amin(1))[~cut].all())              # mixup rows: constant share
+
+
+def test_switch_prob_zero_leaves_images_unmixed():
+    x = torch.rand(4, 3, 8, 8)
+    r = create_mixer("switch", num_classes=4, prob=0.0, seed=0)(x, torch.arange(4))
+    torch.testing.assert_close(r.images, x)
+    torch.testing.assert_close(r.lam, torch.ones(4))
+
+
+def test_lumix_perturbs_labels_not_pixels():
+    x, y = torch.rand(6, 3, 16, 16), torch.arange(6)
+    base = create_mixer("cutmix", num_classes=6, seed=9)(x, y)
+    lu = create_mixer("lumix", base="cutmix", num_classes=6, noise=0.2, seed=9)(x, y)
+    torch.testing.assert_close(lu.images, base.images)
+    assert bool(((lu.lam - base.lam).abs() <= 0.2 + 1e-6).all()) and not torch.equal(lu.lam, base.lam)
+    torch.testing.assert_close(lu.targets.sum(1), torch.ones(6))
+    pred = create_mixer("lumix", base="mixup", num_classes=6, pred_weight=1.0, noise=0.0, seed=0)
+    r = pred(x, y)
+    logits = torch.full((6, 6), -10.0)
+    logits[torch.arange(6), y] = 5.0
+    relabelled = pred.relabel(r, logits=logits)
+    assert bool((relabelled.lam > 0.99).all())
+    with pytest.raises(ValueError, match="itself"):
+        create_mixer("lumix", base="lumix")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ALL_CLASSIC)
+def test_cuda_matches_cpu(name):
+    x, y = torch.rand(6, 3, 20, 20), torch.arange(6)
+    m = create_mixer(name, num_classes=6, seed=0)
+    params = m.sample(x, y, generator=torch.Generator().manual_seed(0))
+    cpu = m.apply(x, y, params)
+    gpu = m.apply(x.cuda(), y.cuda(), params)
+    assert gpu.images.is_cuda and gpu.targets.is_cuda
+    torch.testing.assert_close(gpu.images.cpu(), cpu.images, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gpu.targets.cpu(), cpu.targets)
+    own, partner = gpu.replay(torch.ones(x.shape[0], 1, 20, 20, device="cuda"))
+    torch.testing.assert_close(own.cpu(), cpu.replay(torch.ones(6, 1, 20, 20))[0], rtol=1e-4, atol=1e-3)
