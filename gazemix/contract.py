@@ -268,7 +268,8 @@ class Mixer(abc.ABC):
     ``gaze`` human gaze maps ``(B, 1, H, W)``; ``saliency`` any per-pixel saliency ``(B, 1, H, W)``;
     ``attention`` a model's class-token attention over patch tokens ``(B, N)`` or a patch-grid map
     ``(B, h, w)``; ``model`` the ``nn.Module`` being trained (or a teacher); ``logits`` ``(B, K)``;
-    ``epoch`` (int) for progressive schedules.
+    ``epoch`` (int) for progressive schedules; ``index`` ``(B,)`` a partner for every sample chosen by the
+    caller instead of drawn (``gazemix score`` uses it to compare every mixer on the same pairs).
 
     Subclasses set ``name``, ``summary``, ``reference``, ``needs`` (context keys that must be passed) and
     ``content_independent`` (the mask depends on shapes only, never on pixels or a model), and implement
@@ -307,6 +308,14 @@ class Mixer(abc.ABC):
         if missing:
             raise MixerInputError(f"{self.name} needs {', '.join(f'{k}=' for k in missing)} in the call: "
                                   f"{self.context_help()}")
+        if context.get("index") is not None:
+            index = context["index"]
+            b = images.shape[0]
+            if not isinstance(index, Tensor) or index.shape != (b,) or index.is_floating_point():
+                raise MixerInputError(f"index= must be an integer tensor of shape ({b},), got "
+                                      f"{tuple(index.shape) if isinstance(index, Tensor) else type(index).__name__}")
+            if b and (int(index.min()) < 0 or int(index.max()) >= b):
+                raise MixerInputError(f"index= values must lie in [0, {b - 1}]")
         gen = generator if generator is not None else self.generator
         params = self.sample(images, targets, generator=gen, **context)
         return self.apply(images, targets, params)
@@ -329,6 +338,12 @@ class Mixer(abc.ABC):
         return result
 
     # -- helpers for subclasses --
+    def partners(self, b: int, generator: torch.Generator, pairing: str, context: Mapping[str, Any]) -> Tensor:
+        """The partner of each sample: ``context["index"]`` when the caller fixed it, else drawn by ``pairing``."""
+        if context.get("index") is not None:
+            return context["index"].detach().to("cpu", torch.long)
+        return draw_partners(b, generator, pairing)
+
     def context_help(self) -> str:
         return "see the mixer's docstring"
 

@@ -343,3 +343,12 @@ def test_cuda_matches_cpu(name):
     torch.testing.assert_close(gpu.targets.cpu(), cpu.targets)
     own, partner = gpu.replay(torch.ones(x.shape[0], 1, 20, 20, device="cuda"))
     torch.testing.assert_close(own.cpu(), cpu.replay(torch.ones(6, 1, 20, 20))[0], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", PAIR_MIXERS + ["bc_plus"])
+def test_caller_fixed_partners_are_used(name):
+    index = torch.tensor([3, 2, 1, 0])
+    r = create_mixer(name, num_classes=4, seed=0)(torch.rand(4, 3, 16, 16), torch.arange(4), index=index)
+    assert torch.equal(r.index.cpu(), index)
+    with pytest.raises(MixerInputError, match="index="):
+        create_mixer(name, num_classes=4)(torch.rand(4, 3, 16, 16), torch.arange(4), index=torch.tensor([0, 9, 1, 2]))

@@ -45,7 +45,8 @@ class BCLearning(Mixer):
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b = images.shape[0]
-        index = other_class_partners(targets.cpu(), generator)
+        fixed = context.get("index")
+        index = fixed.detach().cpu().long() if fixed is not None else other_class_partners(targets.cpu(), generator)
         return {"r": torch.rand(b, generator=generator), "index": index,
                 "unpaired": int((index == torch.arange(b)).sum())}
 

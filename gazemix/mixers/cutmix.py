@@ -65,7 +65,7 @@ class CutMix(Mixer):
         n = 1 if self.mode == "batch" else b
         lam = sample_beta(self.alpha, n, generator)
         boxes = cutmix_boxes(hw, lam, generator).expand(b, 4) if n == 1 else cutmix_boxes(hw, lam, generator)
-        return {"lam_sampled": lam.expand(b), "boxes": boxes, "index": draw_partners(b, generator, self.pairing)}
+        return {"lam_sampled": lam.expand(b), "boxes": boxes, "index": self.partners(b, generator, self.pairing, context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         hw = tuple(images.shape[-2:])

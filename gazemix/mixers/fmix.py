@@ -76,7 +76,7 @@ class FMix(Mixer):
         grey = low_frequency_images(n, hw, self.decay_power, generator)
         round_up = torch.rand(n, generator=generator) > 0.5
         mask = binarise_top_k(grey, lam, round_up)
-        return {"lam": lam.expand(b), "mask": mask.unsqueeze(1), "index": draw_partners(b, generator, self.pairing)}
+        return {"lam": lam.expand(b), "mask": mask.unsqueeze(1), "index": self.partners(b, generator, self.pairing, context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         index = params["index"].to(images.device)

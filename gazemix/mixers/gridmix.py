@@ -63,7 +63,7 @@ class GridMix(Mixer):
         count = torch.round(lam * n * n).long()
         rank = torch.rand(b, n * n, generator=generator).argsort(dim=1).argsort(dim=1)
         cells = (rank < count.view(-1, 1)).view(b, n, n)
-        return {"cell_from_own": cells, "index": draw_partners(b, generator, self.pairing)}
+        return {"cell_from_own": cells, "index": self.partners(b, generator, self.pairing, context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         index = params["index"].to(images.device)

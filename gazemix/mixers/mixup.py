@@ -41,7 +41,7 @@ class Mixup(Mixer):
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b = images.shape[0]
         lam = sample_beta(self.alpha, 1 if self.mode == "batch" else b, generator).expand(b)
-        return {"lam": lam, "index": draw_partners(b, generator, self.pairing)}
+        return {"lam": lam, "index": self.partners(b, generator, self.pairing, context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         lam = params["lam"].to(images.device, images.dtype)

@@ -54,7 +54,7 @@ class ResizeMix(Mixer):
         y1 = (cy - ph // 2).clamp(0, h - ph)  # shifted so the whole shrunk image stays inside
         x1 = (cx - pw // 2).clamp(0, w - pw)
         boxes = torch.stack([y1, x1, y1 + ph, x1 + pw], dim=1)
-        return {"tau": tau, "boxes": boxes, "index": draw_partners(b, generator, self.pairing)}
+        return {"tau": tau, "boxes": boxes, "index": self.partners(b, generator, self.pairing, context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         b, (h, w) = images.shape[0], images.shape[-2:]

@@ -68,7 +68,7 @@ class MixupCutMixSwitch(Mixer):
         expand = (lambda t: t.expand(b, *t.shape[1:])) if n == 1 else (lambda t: t)
         return {"applied": expand(applied), "use_cutmix": expand(use_cutmix), "lam_mixup": expand(lam_mix),
                 "lam_cutmix_sampled": expand(lam_cut), "boxes": expand(boxes),
-                "index": draw_partners(b, generator, self.pairing)}
+                "index": self.partners(b, generator, self.pairing, context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         hw = tuple(images.shape[-2:])
