@@ -130,6 +130,7 @@ def load_gray(path: Path) -> np.ndarray:
 def load_mat(path: Path) -> dict[str, Any]:
     """Variables of a MATLAB ``.mat`` file (v4–v7; v7.3/HDF5 files are rejected with a hint)."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     require_file(path, ".mat file")
     try:
@@ -137,7 +138,7 @@ def load_mat(path: Path) -> dict[str, Any]:
     except NotImplementedError:
         raise AdapterError(path, "MATLAB v7.3 (HDF5) files are not supported: re-save it with "
                                  "save(..., '-v7') in MATLAB/Octave") from None
-    except (ValueError, TypeError, OSError) as err:
+    except (MatReadError, ValueError, TypeError, OSError) as err:
         raise AdapterError(path, f"cannot read the .mat file ({err}); it may be empty or truncated") from None
 
 

@@ -83,7 +83,7 @@ def _parse_row(path: Path, line: int, row: list[str], cols: dict[str, int], size
         out[name] = value
     if out["duration_ms"] < 0:
         raise AdapterError(path, f"negative duration {out['duration_ms']:g}", line=line, field="duration_ms")
-    check_inside(np.array([out["x"]]), np.array([out["y"]]), size, path, line=line, field="x")
+    check_inside(np.array([out["x"]]), np.array([out["y"]]), size, path, line=line)
     return out
 
 
