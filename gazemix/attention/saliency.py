@@ -139,3 +139,49 @@ def bottom_up_saliency(images: Tensor, backend: str = "fine_grained") -> Tensor:
     if backend == "spectral_residual":
         return spectral_residual_saliency(images)
     raise ValueError(f"saliency backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+SALIENCY_SOURCES = ("gradient", "context", "gaze") + BACKENDS
+
+
+def check_saliency_source(source: str, allowed: tuple[str, ...] = SALIENCY_SOURCES) -> str:
+    """Validate a mixer's ``saliency_source`` option."""
+    if source not in allowed:
+        raise ValueError(f"saliency_source must be one of {', '.join(repr(a) for a in allowed)}, got {source!r}")
+    return source
+
+
+def needs_for_source(source: str) -> tuple[str, ...]:
+    """The call-context keys a mixer needs for a saliency source."""
+    return {"gradient": ("model",), "context": ("saliency",), "gaze": ("gaze",)}.get(source, ())
+
+
+def saliency_for_mixer(source: str, images: Tensor, targets: Tensor, context: dict, mixer: str) -> Tensor:
+    """The ``(B, 1, H, W)`` non-negative saliency a mixer uses, from the named source.
+
+    ``"gradient"``: input-gradient saliency of ``context["model"]`` (PuzzleMix, Co-Mixup, R-Mix);
+    ``"context"`` / ``"gaze"``: the ``saliency=`` / ``gaze=`` map passed in the call;
+    ``"fine_grained"`` / ``"spectral_residual"``: bottom-up saliency computed from ``images``.
+    """
+    from gazemix.contract import MixerInputError
+
+    if source == "gradient":
+        from gazemix.attention.gradients import input_gradient_saliency
+        model = context.get("model")
+        if model is None:
+            raise MixerInputError(f"{mixer} needs model= (the nn.Module being trained) for gradient saliency, "
+                                  "or build it with saliency_source='context' and pass saliency=")
+        return input_gradient_saliency(model, images, targets)
+    if source in ("context", "gaze"):
+        key = "saliency" if source == "context" else "gaze"
+        maps = context.get(key)
+        if maps is None:
+            raise MixerInputError(f"{mixer} needs {key}= (B, 1, H, W) in the call (saliency_source={source!r})")
+        b, _, h, w = images.shape
+        if not isinstance(maps, Tensor) or tuple(maps.shape) != (b, 1, h, w):
+            shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+            raise MixerInputError(f"{mixer}: {key}= must have shape {(b, 1, h, w)} (one map per image, image size), got {shape}")
+        if bool((maps < 0).any()) or not bool(torch.isfinite(maps).all()):
+            raise MixerInputError(f"{mixer}: {key}= must be finite and non-negative")
+        return maps.to(device=images.device, dtype=images.dtype)
+    return bottom_up_saliency(images, source)
