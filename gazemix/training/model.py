@@ -1,10 +1,5 @@
-"""Building the classifier: a timm model (never downloaded), an optional local checkpoint, and the
-last-block class-token attention captured in the training forward pass.
-
-Attention capture follows the TransMix official code (Chen et al., CVPR 2022: the last ``Attention`` returns its
-softmax matrix and ``attn[:, :, 0, 1:].mean(1)`` is read) on stock timm ViTs: timm's fused SDPA never
-materialises the matrix, so fusion is switched off on the hooked block only and a forward hook on its
-``attn_drop`` reads the post-softmax matrix ``(B, heads, N, N)``.
+"""Building the classifier: a timm model (never downloaded) and an optional local checkpoint
+(attention capture lives in :mod:`gazemix.attention.vit`).
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AttentionRecorder", "ModelError", "build_model", "is_vit", "load_pretrained"]
+__all__ = ["ModelError", "build_model", "is_vit", "load_pretrained"]
 
 
 class ModelError(ValueError):
@@ -92,36 +87,3 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> list[str]:
         raise ModelError(f"--pretrained-path {p} shares no parameter with the model: is it for another architecture?")
     model.load_state_dict(matching, strict=False)
     return skipped + sorted(set(own) - set(matching))
-
-
-class AttentionRecorder:
-    """Capture the last block's class-token attention over patch tokens, ``(B, N)``, head-averaged.
-
-    ``recorder.take()`` returns the attention of the latest forward and clears it; an empty capture is an
-    error (never a silent ``None``).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        if not is_vit(model):
-            raise ModelError(f"{type(model).__name__} has no transformer blocks: class-token attention needs a "
-                             f"timm ViT (vit_*, deit_*)")
-        attn = model.blocks[-1].attn
-        if not hasattr(attn, "attn_drop"):
-            raise ModelError(f"the last block's attention of {type(model).__name__} has no attn_drop to hook")
-        if hasattr(attn, "fused_attn"):
-            attn.fused_attn = False  # the fused kernel never materialises the attention matrix
-        self.prefix = int(model.num_prefix_tokens)
-        self._value: Tensor | None = None
-        self._handle = attn.attn_drop.register_forward_hook(self._hook)
-
-    def _hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        self._value = inputs[0][:, :, 0, self.prefix:].mean(dim=1).detach().float()
-
-    def take(self) -> Tensor:
-        if self._value is None:
-            raise RuntimeError("no attention was captured: the hooked block did not run its softmax path")
-        value, self._value = self._value, None
-        return value
-
-    def remove(self) -> None:
-        self._handle.remove()

@@ -1,0 +1,73 @@
+"""Every setting of a training run, and the per-family defaults it falls back to.
+
+ViT/DeiT defaults are the DeiT recipe (Touvron et al., ICML 2021; also TdAttenMix's ``main.py``): AdamW,
+``lr = 5e-4 * batch / 512``, weight decay 0.05, cosine to ``min_lr = 1e-5`` after 5 warm-up epochs from
+``1e-6``, label smoothing 0.1, drop-path 0.1, gradient clipping off. CNNs keep AdamW and the schedule with
+``lr = 1e-3 * batch / 512`` and drop-path 0.05 (our choice: the CNN recipes of the mixing papers use SGD).
+The warm-up is shortened to ``epochs // 5`` for runs under 25 epochs so that short runs leave warm-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig", "resolve_recipe"]
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``None`` fields are filled by :func:`resolve_recipe` from the model family."""
+
+    data: str = "demo"
+    root: str | None = None
+    model: str = "deit_tiny_patch16_224"
+    mixer: str = "tdattenmix"
+    mixer_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 64
+    img_size: int = 224
+    patch_size: int | None = None
+    out: str = "runs/train"
+    pretrained_path: str | None = None
+    num_classes: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    resume: str | None = None
+    lr: float | None = None
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+    warmup_epochs: int | None = None
+    weight_decay: float = 0.05
+    label_smoothing: float | None = None
+    drop_path: float | None = None
+    clip_grad: float | None = None
+    amp: bool = True
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    workers: int = 2
+    demo_train: int = 512
+    demo_val: int = 128
+    max_steps: int | None = None
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _family(model: str) -> str:
+    return "vit" if model.startswith(("vit", "deit", "eva", "beit", "cait", "xcit")) else "cnn"
+
+
+def resolve_recipe(cfg: TrainConfig, world_size: int = 1) -> TrainConfig:
+    """A copy of ``cfg`` with every ``None`` default filled for the model family and total batch size."""
+    vit = _family(cfg.model) == "vit"
+    total = cfg.batch_size * world_size
+    base_lr = 5e-4 if vit else 1e-3
+    return dataclasses.replace(
+        cfg,
+        lr=cfg.lr if cfg.lr is not None else base_lr * total / 512,
+        warmup_epochs=cfg.warmup_epochs if cfg.warmup_epochs is not None else min(5, cfg.epochs // 5),
+        label_smoothing=cfg.label_smoothing if cfg.label_smoothing is not None else 0.1,
+        drop_path=cfg.drop_path if cfg.drop_path is not None else (0.1 if vit else 0.05),
+    )

@@ -1,0 +1,222 @@
+"""``train(config)``: one training run end to end, single process or under ``torchrun``.
+
+Writes to ``config.out`` (rank 0 only): ``config.json`` (every setting, resolved), ``metrics.csv`` (one row
+appended per epoch), ``curves.png``, ``last.pt`` and ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from gazemix.cli._util import resolve_device
+from gazemix.contract import Mixer
+from gazemix.registry import create_mixer, mixer_class
+from gazemix.training import distributed
+from gazemix.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gazemix.training.config import TrainConfig, resolve_recipe
+from gazemix.training.data import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, DataError, TrainData, build_data
+from gazemix.training.engine import Classifier, Trainer, evaluate
+from gazemix.training.losses import TokenHead
+from gazemix.training.model import ModelError, build_model, is_vit, load_pretrained
+
+__all__ = ["METRIC_COLUMNS", "train"]
+
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "gaze_empty_crops", "epoch_seconds")
+
+
+def _log(msg: str, info: distributed.DistInfo, quiet: bool) -> None:
+    if info.is_main and not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _make_mixer(cfg: TrainConfig, num_classes: int, backbone: torch.nn.Module, data: TrainData,
+                rank: int) -> Mixer | None:
+    if cfg.mixer.lower() == "none":
+        return None
+    cls = mixer_class(cfg.mixer)
+    needs_vit = bool({"attention"} & set(cls.needs)) or cls.relabels_after_forward
+    if needs_vit and not is_vit(backbone):
+        raise ModelError(f"mixer {cls.name!r} reads the class-token attention of a Vision Transformer, but "
+                         f"{cfg.model} is a {type(backbone).__name__}: use a timm ViT/DeiT (e.g. "
+                         f"deit_tiny_patch16_224, vit_small_patch16_224) or a mixer without attention "
+                         f"(mixup, cutmix, switch, fmix, resizemix, or a CAM/saliency-based one)")
+    if "gaze" in cls.needs and not data.has_gaze:
+        raise DataError(f"mixer {cls.name!r} needs human gaze maps, but {data.description} has none")
+    return create_mixer(cls.name, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
+                        seed=cfg.seed * 1000 + rank, **cfg.mixer_options)
+
+
+def _loader(ds: torch.utils.data.Dataset, cfg: TrainConfig, info: distributed.DistInfo, *, train: bool,
+            seed: int) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=train, seed=seed,
+                                 drop_last=train) if info.enabled else None
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=cfg.workers, drop_last=train, generator=g,
+                      pin_memory=info.device.type == "cuda")
+
+
+def _write_metrics(path: Path, row: dict[str, float]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row[k] for k in METRIC_COLUMNS})
+
+
+def _plot(metrics: Path, out: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(metrics)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(df.epoch, df.train_loss, "o-", label="train (mixed)")
+    a.plot(df.epoch, df.val_loss, "o-", label="validation")
+    a.set(xlabel="epoch", ylabel="loss")
+    a.legend()
+    b.plot(df.epoch, df.top1, "o-", label="top-1")
+    b.plot(df.epoch, df.top5, "o-", label="top-5")
+    b.set(xlabel="epoch", ylabel="validation accuracy (%)")
+    b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def train(config: TrainConfig, data: TrainData | None = None) -> dict[str, Any]:
+    """Train ``config.model`` with ``config.mixer``; returns the last epoch's metrics and the best top-1.
+
+    Args:
+        config: every setting (see :class:`TrainConfig`).
+        data: in-memory train/validation sets to use instead of the ones ``config.data`` names.
+    """
+    info = distributed.setup(resolve_device(config.device))
+    try:
+        return _train(config, info, data)
+    finally:
+        distributed.cleanup(info)
+
+
+def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | None) -> dict[str, Any]:
+    cfg = resolve_recipe(config, info.world_size)
+    out = Path(cfg.out)
+    if info.is_main:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if data is None:
+        data = build_data(cfg.data, cfg.root, cfg.img_size, seed=cfg.seed, demo_train=cfg.demo_train,
+                          demo_val=cfg.demo_val)
+    data.check()
+    k = len(data.class_names)
+    if cfg.num_classes is not None and cfg.num_classes != k:
+        raise DataError(f"--num-classes {cfg.num_classes} does not match {data.description}, which has {k} classes: "
+                        f"drop --num-classes or point --root at the intended data set")
+    backbone = build_model(cfg.model, k, cfg.img_size, patch_size=cfg.patch_size, drop_path=cfg.drop_path)
+    if cfg.pretrained_path:
+        left = load_pretrained(backbone, cfg.pretrained_path)
+        _log(f"loaded {cfg.pretrained_path}; newly initialised: {', '.join(left) or 'nothing'}", info, cfg.quiet)
+    mixer = _make_mixer(cfg, k, backbone, data, info.rank)
+    token_head = TokenHead(backbone.num_features, k) if (mixer is not None and "fine_grained" in
+                                                         getattr(mixer, "aux_losses", ()) and is_vit(backbone)) else None
+    core = Classifier(backbone, token_head).to(info.device)
+    model = DistributedDataParallel(core, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
+        if info.enabled else core
+
+    train_loader = _loader(data.train, cfg, info, train=True, seed=cfg.seed)
+    val_loader = _loader(data.val, cfg, info, train=False, seed=cfg.seed)
+    if len(train_loader) == 0:
+        raise DataError(f"the train split of {data.description} has {len(data.train)} samples, fewer than one batch "
+                        f"of {cfg.batch_size} per process ({info.world_size} processes): lower --batch-size")
+    steps = len(train_loader) if cfg.max_steps is None else min(cfg.max_steps, len(train_loader))
+    optimizer = create_optimizer_v2(core, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, (cfg.epochs - cfg.warmup_epochs) * steps),
+                                  lr_min=cfg.min_lr, warmup_t=cfg.warmup_epochs * steps, warmup_lr_init=cfg.warmup_lr,
+                                  warmup_prefix=True, t_in_epochs=False)
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + info.rank)
+    pcfg = backbone.pretrained_cfg
+    augment = BatchAugment(cfg.img_size, cfg.crop_scale, pcfg.get("mean", IMAGENET_MEAN), pcfg.get("std", IMAGENET_STD))
+    trainer = Trainer(model, core, mixer, optimizer, scheduler, augment, num_classes=k, label_smoothing=cfg.label_smoothing,
+                      generator=generator, clip_grad=cfg.clip_grad, amp=cfg.amp, device=info.device)
+
+    start, best = 0, -math.inf
+    if cfg.resume:
+        start, best = _resume(cfg, core, trainer, k)
+        _log(f"resumed from {cfg.resume} at epoch {start}", info, cfg.quiet)
+    if info.is_main:
+        record = {**cfg.to_dict(), "num_classes": k, "class_names": data.class_names, "data_description":
+                  data.description, "world_size": info.world_size, "device": str(info.device),
+                  "steps_per_epoch": steps, "mixer_config": None if mixer is None else mixer.config(),
+                  "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}}
+        (out / "config.json").write_text(json.dumps(record, indent=2, default=str))
+    _log(f"training {cfg.model} with mixer {cfg.mixer} on {data.description}: {cfg.epochs} epochs x {steps} steps, "
+         f"batch {cfg.batch_size} x {info.world_size}, lr {cfg.lr:.2e}, device {info.device}", info, cfg.quiet)
+
+    row: dict[str, float] = {}
+    for epoch in range(start, cfg.epochs):
+        train_loader.generator.manual_seed(cfg.seed + epoch)  # a resumed run draws what it would have drawn
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        train_stats = trainer.train_epoch(train_loader, epoch, info, max_steps=cfg.max_steps, quiet=cfg.quiet)
+        metrics = evaluate(model, val_loader, info, augment, amp=cfg.amp)
+        train_loss = train_stats["train_loss"]
+        row = {"epoch": epoch + 1, **train_stats, **metrics, "lr": optimizer.param_groups[0]["lr"],
+               "epoch_seconds": time.perf_counter() - t0}
+        improved = metrics["top1"] > best
+        best = max(best, metrics["top1"])
+        if info.is_main:
+            _write_metrics(out / "metrics.csv", row)
+            _plot(out / "metrics.csv", out / "curves.png", f"{cfg.model} + {cfg.mixer} on {cfg.data}")
+            state = {"model": core.backbone.state_dict(),
+                     "token_head": None if core.token_head is None else core.token_head.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "updates": trainer.updates, "epoch": epoch + 1, "best_top1": best, "config": cfg.to_dict(),
+                     "num_classes": k, "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+            save_checkpoint(state, out / "last.pt")
+            if improved:
+                save_checkpoint(state, out / "best.pt")
+        _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val loss {metrics['val_loss']:.4f}, "
+             f"top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}%", info, cfg.quiet)
+    return {**row, "best_top1": best, "out": str(out), "rank": info.rank}
+
+
+def _resume(cfg: TrainConfig, core: Classifier, trainer: Trainer, num_classes: int) -> tuple[int, float]:
+    state = load_checkpoint(cfg.resume)
+    saved = state["config"]
+    if saved.get("model") != cfg.model:
+        raise CheckpointError(f"--resume {cfg.resume} was trained with --model {saved.get('model')}, not {cfg.model}")
+    if state.get("num_classes") != num_classes:
+        raise CheckpointError(f"--resume {cfg.resume} has {state.get('num_classes')} classes but the data set has "
+                              f"{num_classes}: resume on the same data set")
+    try:
+        core.backbone.load_state_dict(state["model"])
+        if core.token_head is not None and state.get("token_head") is not None:
+            core.token_head.load_state_dict(state["token_head"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"--resume {cfg.resume} does not fit this model/optimiser: {err}") from err
+    trainer.updates = int(state.get("updates", 0))
+    trainer.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]), float(state["best_top1"])
