@@ -1,0 +1,255 @@
+"""Saliency-guided mixers: contract properties for every one, plus the method-specific checks (spec §5.1)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gazemix.contract import MixerInputError
+from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask
+from gazemix.registry import create_mixer, list_mixers
+
+K = 5
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("resnet10t", pretrained=False, num_classes=K).eval()
+
+
+MODEL = _cnn()
+
+
+def sal_ctx(x: torch.Tensor) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(1)
+    return {"saliency": torch.rand((x.shape[0], 1, *x.shape[-2:]), generator=g, dtype=x.dtype).to(x.device)}
+
+
+def model_ctx(x: torch.Tensor) -> dict[str, Any]:
+    return {"model": MODEL.to(x.device)}
+
+
+# (registered name, options, context builder)
+CASES: list[tuple[str, dict[str, Any], Callable[[torch.Tensor], dict[str, Any]]]] = [
+    ("saliencymix", {}, lambda x: {}),
+    ("saliencymix", {"saliency_source": "spectral_residual", "per_sample": False}, lambda x: {}),
+    ("snapmix", {"mode": "elem"}, model_ctx),
+    ("snapmix", {"saliency_source": "context"}, sal_ctx),
+    ("attentivemix", {"saliency_source": "context", "top_k": 6}, sal_ctx),
+    ("attentivemix", {"top_k": None}, model_ctx),
+    ("rmix", {}, model_ctx),
+    ("rmix", {"saliency_source": "spectral_residual", "num_patches": 8}, lambda x: {}),
+]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o, _ in CASES]
+
+
+def batch(b: int = 4, h: int = 32, w: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((b, 3, h, w), generator=g), torch.randint(0, K, (b,), generator=g)
+
+
+def run(name: str, opts: dict, ctx: Callable, x: torch.Tensor, y: torch.Tensor, seed: int = 0):
+    mixer = create_mixer(name, num_classes=K, seed=seed, **opts)
+    return mixer, mixer(x, y, **ctx(x))
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+@pytest.mark.parametrize("size", [(4, 32, 32), (1, 32, 32), (3, 33, 47)], ids=["b4", "b1", "odd"])
+def test_contract(name: str, opts: dict, ctx: Callable, size: tuple[int, int, int]) -> None:
+    x, y = batch(*size)
+    before_x, before_y = x.clone(), y.clone()
+    mixer, r = run(name, opts, ctx, x, y)
+    b, _, h, w = x.shape
+    torch.testing.assert_close(x, before_x)
+    torch.testing.assert_close(y, before_y)
+    assert r.images.shape == x.shape and r.targets.shape == (b, K) and r.mixer == name
+    assert bool(torch.isfinite(r.images).all()) and bool(torch.isfinite(r.targets).all())
+    for s in r.sources:
+        assert s.index.shape == (b,) and s.weight.shape == (b,)
+        assert float(s.weight.min()) >= -1e-6 and float(s.weight.max()) <= 1 + 1e-6
+    shares = sum(s.share.expand(b, 1, h, w) for s in r.sources)
+    torch.testing.assert_close(shares, torch.ones(b, 1, h, w))  # the shares partition every pixel
+    # the pixel rule out = sum_s share_s * warp_s(x[index_s]) holds (constant images c_k = k + 1 reveal shares)
+    consts = torch.arange(1.0, b + 1).view(b, 1, 1, 1).expand(b, 3, h, w).contiguous()
+    expect = sum(s.share * (consts[s.index] if s.warp is None else s.warp.apply(consts[s.index])) for s in r.sources)
+    torch.testing.assert_close(mixer.apply(consts, y, r.params).images, expect.expand(b, 3, h, w))
+    # replay of all-ones maps: the own mass is the own share's sum
+    own, partner = r.replay(torch.ones(b, 1, h, w))
+    torch.testing.assert_close(own, r.mask.flatten(1).sum(1))
+    assert bool((partner >= -1e-4).all())
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+def test_determinism_under_seed(name: str, opts: dict, ctx: Callable) -> None:
+    x, y = batch(seed=3)
+    _, r1 = run(name, opts, ctx, x, y, seed=7)
+    _, r2 = run(name, opts, ctx, x, y, seed=7)
+    torch.testing.assert_close(r1.images, r2.images)
+    torch.testing.assert_close(r1.targets, r2.targets)
+    mixer = create_mixer(name, num_classes=K, seed=0, **opts)
+    r3 = mixer(x, y, generator=torch.Generator().manual_seed(7), **ctx(x))
+    torch.testing.assert_close(r3.images, r1.images)
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+def test_missing_context_and_bad_inputs(name: str, opts: dict, ctx: Callable) -> None:
+    mixer = create_mixer(name, num_classes=K, **opts)
+    x, y = batch()
+    if mixer.needs:
+        with pytest.raises(MixerInputError, match=f"{mixer.needs[0]}="):
+            mixer(x, y)
+    with pytest.raises(MixerInputError, match="floating point"):
+        mixer((x * 255).to(torch.uint8), y, **ctx(x))
+    with pytest.raises(MixerInputError, match="num_classes"):
+        create_mixer(name, **opts)(x, y, **ctx(x))
+
+
+def test_registered_with_references() -> None:
+    info = {i.name: i for i in list_mixers()}
+    for name in {n for n, _, _ in CASES}:
+        assert info[name].reference and not info[name].content_independent
+
+
+@pytest.mark.parametrize(("name", "bad", "match"), [
+    ("saliencymix", {"alpha": 0}, "alpha"), ("saliencymix", {"saliency_source": "itti"}, "saliency_source"),
+    ("snapmix", {"beta": -1}, "beta"), ("snapmix", {"mode": "pair"}, "mode"),
+    ("attentivemix", {"top_k": -1}, "top_k"), ("attentivemix", {"grid": 0}, "grid"),
+    ("rmix", {"num_patches": 0}, "num_patches"), ("rmix", {"quantiles": (1.5,)}, "quantiles"),
+])
+def test_bad_arguments(name: str, bad: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_mixer(name, num_classes=K, **bad)
+
+
+# ------------------------------------------------------------------------------------ method checks
+def test_saliencymix_box_is_centred_on_the_partner_peak() -> None:
+    """R11: one saliency peak at (r, c) → box centred there, CutMix side, lam = 1 - area."""
+    b, h, w = 4, 40, 48
+    x, y = batch(b, h, w)
+    peaks = torch.tensor([[5, 7], [20, 24], [33, 40], [12, 30]])
+    sal = torch.zeros(b, 1, h, w)
+    sal[torch.arange(b), 0, peaks[:, 0], peaks[:, 1]] = 1.0
+    mixer = create_mixer("saliencymix", num_classes=K, seed=4, saliency_source="context")
+    r = mixer(x, y, saliency=sal)
+    boxes, lam_s, index = r.params["boxes"], r.params["lam_sampled"], r.params["index"]
+    ratio = torch.sqrt(1 - lam_s.double())
+    hh, hw = (h * ratio).floor().long() // 2, (w * ratio).floor().long() // 2
+    pr, pc = peaks[index, 0], peaks[index, 1]
+    expect = torch.stack([(pr - hh).clamp(0, h), (pc - hw).clamp(0, w), (pr + hh).clamp(0, h), (pc + hw).clamp(0, w)], 1)
+    torch.testing.assert_close(boxes, expect)
+    torch.testing.assert_close(r.lam, (1 - box_area_fraction(boxes, (h, w))).float())
+    inside = boxes_to_mask(boxes, (h, w))
+    torch.testing.assert_close(r.images, torch.where(inside, x[index], x))  # same place in both images
+
+
+def test_saliencymix_official_mode_uses_one_box_from_first_partner() -> None:
+    x, y = batch(6)
+    sal = torch.zeros(6, 1, 32, 32)
+    sal[:, 0, 10, 20] = 1.0
+    sal[:, 0, 3, 3] = torch.arange(6.0) / 10  # weaker second peaks
+    r = create_mixer("saliencymix", num_classes=K, seed=0, per_sample=False, saliency_source="context")(x, y, saliency=sal)
+    assert bool((r.params["boxes"] == r.params["boxes"][0]).all())
+    assert len(set(r.lam.tolist())) == 1
+
+
+def test_snapmix_uniform_cam_gives_area_labels() -> None:
+    """R13: a constant map → lam_own = 1 - area(box), lam_partner = area(box1); same class → both their sum."""
+    x, _ = batch(6, 40, 40)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    mixer = create_mixer("snapmix", num_classes=K, seed=2, saliency_source="context")
+    r = mixer(x, y, saliency=torch.full((6, 1, 40, 40), 0.3))
+    box, box1 = r.params["box"], r.params["box1"]
+    a, a1 = box_area_fraction(box, (40, 40)).float(), box_area_fraction(box1, (40, 40)).float()
+    torch.testing.assert_close(r.lam, 1 - a)
+    torch.testing.assert_close(r.partner_lam, a1)
+    own, partner = r.replay(torch.ones(6, 1, 40, 40))  # the partner keeps exactly the mass of box1
+    torch.testing.assert_close(partner, a1 * 1600)
+    official = create_mixer("snapmix", num_classes=K, seed=2, saliency_source="context", official_same_label=True)
+    ro = official(x, y, saliency=torch.full((6, 1, 40, 40), 0.3))
+    same = y == y[ro.index]
+    torch.testing.assert_close(ro.lam[same], (1 - a + a1)[same])
+    torch.testing.assert_close(ro.partner_lam[same], (1 - a + a1)[same])
+    torch.testing.assert_close(ro.lam[~same], (1 - a)[~same])
+
+
+def test_snapmix_cam_mass_labels() -> None:
+    """A CAM concentrated in one pixel: the label weight is 1 exactly when the box holds that pixel."""
+    x, y = batch(4, 32, 32)
+    sal = torch.zeros(4, 1, 32, 32)
+    sal[:, 0, 16, 16] = 1.0
+    r = create_mixer("snapmix", num_classes=K, seed=5, saliency_source="context")(x, y, saliency=sal)
+    in_box = boxes_to_mask(r.params["box"], (32, 32))[:, 0, 16, 16].float()
+    in_box1 = boxes_to_mask(r.params["box1"], (32, 32))[:, 0, 16, 16].float()
+    torch.testing.assert_close(r.lam, 1 - in_box)
+    torch.testing.assert_close(r.partner_lam, in_box1)
+
+
+def test_attentivemix_six_of_seven_by_seven() -> None:
+    """R12: 7x7 grid, k = 6 → partner weight 6/49, the six highest cells of the partner."""
+    x, y = batch(3, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    cells = torch.rand((3, 7, 7), generator=g)
+    sal = cells.repeat_interleave(4, 1).repeat_interleave(4, 2).unsqueeze(1)
+    r = create_mixer("attentivemix", num_classes=K, seed=1, saliency_source="context")(x, y, saliency=sal)
+    torch.testing.assert_close(r.partner_lam, torch.full((3,), 6 / 49))
+    pasted_cells = (1 - r.mask)[:, 0, ::4, ::4] > 0.5
+    top6 = cells[r.index].flatten(1).topk(6, dim=1).indices
+    expect = torch.zeros(3, 49, dtype=torch.bool).scatter_(1, top6, True).view(3, 7, 7)
+    assert torch.equal(pasted_cells, expect)
+
+
+def test_attentivemix_with_a_cnn_teacher_at_224() -> None:
+    x, y = batch(2, 224, 224)
+    r = create_mixer("attentivemix", num_classes=K, seed=0)(x, y, model=MODEL)
+    assert r.params["grid"] == (7, 7)
+    torch.testing.assert_close(r.partner_lam, torch.full((2,), 6 / 49))
+    with pytest.raises(MixerInputError, match="top_k=6"):
+        create_mixer("attentivemix", num_classes=K)(*batch(2, 64, 64), model=MODEL)
+
+
+def test_rmix_label_sums_to_one_and_q0_is_mixup() -> None:
+    """R16."""
+    x, y = batch(5, 32, 32)
+    r = create_mixer("rmix", num_classes=K, seed=0, saliency_source="context")(x, y, **sal_ctx(x))
+    torch.testing.assert_close(r.targets.sum(1), torch.ones(5))
+    top = F.interpolate(r.params["top"].float(), size=(32, 32), mode="nearest")
+    agree = (top == top[r.index]).float().flatten(1).mean(1)
+    own_only = (top * (1 - top[r.index])).flatten(1).mean(1)
+    torch.testing.assert_close(r.lam, agree * r.params["lam"] + own_only)
+    mix0 = create_mixer("rmix", num_classes=K, seed=0, quantiles=(0.0,), saliency_source="context", alpha=1.0)
+    r0 = mix0(x, y, **sal_ctx(x))
+    lam = r0.params["lam"].view(-1, 1, 1, 1)
+    torch.testing.assert_close(r0.images, lam * x + (1 - lam) * x[r0.index])
+    torch.testing.assert_close(r0.lam, r0.params["lam"])
+
+
+def test_rmix_disagreeing_cells_copy_the_salient_side() -> None:
+    x, y = batch(2, 32, 32)
+    sal = torch.zeros(2, 1, 32, 32)
+    sal[0, :, :16] = 1.0  # image 0: top half salient
+    sal[1, :, :, :16] = 1.0  # image 1: left half salient
+    mixer = create_mixer("rmix", num_classes=K, quantiles=(0.5,), num_patches=2, saliency_source="context",
+                         pairing="flip")
+    r = mixer(x, y, saliency=sal)
+    # output 0 (own 0, partner 1): top-right is own-only, bottom-left partner-only
+    torch.testing.assert_close(r.images[0, :, :16, 16:], x[0, :, :16, 16:])
+    torch.testing.assert_close(r.images[0, :, 16:, :16], x[1, :, 16:, :16])
+    torch.testing.assert_close(r.lam, torch.full((2,), 0.5 * float(r.params["lam"][0]) + 0.25))
+
+
+@CUDA
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+def test_cuda_matches_device(name: str, opts: dict, ctx: Callable) -> None:
+    x, y = batch()
+    try:
+        _, r = run(name, opts, ctx, x.cuda(), y.cuda())
+        assert r.images.device.type == "cuda" and r.targets.device.type == "cuda"
+        torch.testing.assert_close(r.targets.sum(1).cpu(), (r.lam + r.partner_lam).cpu(), rtol=1e-4, atol=1e-5)
+    finally:
+        MODEL.cpu()
