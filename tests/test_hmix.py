@@ -1,0 +1,116 @@
+"""H-Mix adapter and import: slider direction, malformed files, and the published per-stimulus figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_adapters.base import AdapterError
+from data_adapters.hmix import INFER_CSV, parse_stimulus, read_hmix_inferences, read_processed
+from gazemix.study.analysis import load_tables, per_item, per_lambda
+from gazemix.study.hmix import import_hmix
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+HMIX = SHARED / "data" / "hmix"
+needs_hmix = pytest.mark.skipif(not HMIX.exists(), reason="../shared/data/hmix is absent (a user's clone has none)")
+
+HEADER = "subject,filename,task,responses,mixtureCoeff,label1,label2,rt,trial_index,condition\n"
+
+
+def _row(subject="s1", lam=0.25, mc=20, conf=70, task="rate_mixture", trial=5, c1="Cat", c2="Dog"):
+    resp = json.dumps({"mixingcoeff": mc, "confidence": conf}).replace('"', '""')
+    return f'{subject},mixed_{lam}_{c1}_1_{c2}_2.png,{task},"{resp}",{lam},{c1},{c2},1500.5,{trial},3\n'
+
+
+def _write(tmp_path: Path, *rows: str) -> Path:
+    (tmp_path / INFER_CSV).write_text(HEADER + "".join(rows))
+    return tmp_path
+
+
+def test_parse_stimulus():
+    assert parse_stimulus("mixed_0.75_Bird_8095_Deer_9701.png") == {"lam": 0.75, "class1": "Bird", "id1": 8095,
+                                                                   "class2": "Deer", "id2": 9701}
+    with pytest.raises(ValueError, match="not an H-Mix stimulus"):
+        parse_stimulus("Bird_8095_Deer_9701.png")
+
+
+def test_slider_direction_and_table_form(tmp_path):
+    # slider 0 = "100 % label1": mixingcoeff 20 means image 1 (label1) keeps 0.8
+    t = read_hmix_inferences(_write(tmp_path, _row(mc=20, conf=70, trial=7), _row(mc=90, conf=10, trial=9,
+                                                                                  task="rerun_rate_mixture"),
+                                    _row(subject="s2", lam=0.5, mc=50, conf=50, trial=4)))
+    r = t.responses.sort_values(["annotator", "repeat"]).reset_index(drop=True)
+    assert r["weight1"].tolist() == pytest.approx([0.8, 0.1, 0.5])
+    assert r["confidence"].tolist() == pytest.approx([0.7, 0.1, 0.5])
+    assert r["repeat"].tolist() == [0, 1, 0]
+    assert r["position"].tolist() == [0, 1, 0]
+    assert set(t.items["key"]) == {"mixed_0.25_Cat_1_Dog_2.png", "mixed_0.5_Cat_1_Dog_2.png"}
+    assert t.items.set_index("key").loc["mixed_0.25_Cat_1_Dog_2.png", "source1"] == "cifar10-test:1"
+
+
+@pytest.mark.parametrize("row, field", [
+    (_row(mc=120), "responses.mixingcoeff"),
+    (_row().replace('""confidence""', '""conf""'), "responses"),
+    (_row(task="practice"), "task"),
+    (_row().replace("mixed_0.25_Cat", "mixed_0.5_Cat"), "filename"),
+    (_row().replace(",1500.5,", ",abc,"), "rt"),
+])
+def test_malformed_rows_name_line_and_field(tmp_path, row, field):
+    with pytest.raises(AdapterError, match=rf"line 3, field '{field}'"):
+        read_hmix_inferences(_write(tmp_path, _row(), row))
+
+
+def test_missing_file_column_and_empty(tmp_path):
+    with pytest.raises(AdapterError, match=INFER_CSV):
+        read_hmix_inferences(tmp_path)
+    (tmp_path / INFER_CSV).write_text("subject,filename\n")
+    with pytest.raises(AdapterError, match="missing column"):
+        read_hmix_inferences(tmp_path)
+    _write(tmp_path)
+    with pytest.raises(AdapterError, match="no judgments"):
+        read_hmix_inferences(tmp_path)
+    with pytest.raises(AdapterError, match="judged .* twice"):
+        read_hmix_inferences(_write(tmp_path, _row(), _row(trial=8)))
+
+
+def test_import_fixture_and_per_lambda(tmp_path):
+    root = _write(tmp_path, _row(mc=20, conf=100), _row(subject="s2", mc=40, conf=50),
+                  _row(subject="s2", lam=0.5, mc=30, conf=20, trial=8))
+    db = tmp_path / "h.sqlite"
+    import_hmix(root, db)
+    pl = per_lambda(load_tables(db)).set_index("lam")
+    assert pl.loc[0.25, "n"] == 2 and pl.loc[0.25, "human_mean"] == pytest.approx(0.7)
+    assert pl.loc[0.25, "gap_mean"] == pytest.approx(0.45)
+    assert pl.loc[0.5, "human_median"] == pytest.approx(0.7)
+    it = per_item(load_tables(db)).set_index("key").loc["mixed_0.25_Cat_1_Dog_2.png"]
+    assert it["weighted_relabel"] == pytest.approx((0.8 * 1.0 + 0.6 * 0.5) / 2)  # H-Mix: mean of products
+
+
+@needs_hmix
+def test_real_hmix_reproduces_processed_json(tmp_path):
+    db = tmp_path / "hmix.sqlite"
+    import_hmix(HMIX, db)
+    proc = read_processed(HMIX)
+    t = load_tables(db)
+    assert len(t.responses) == 4950 and t.responses["annotator_id"].nunique() == 81
+    items = per_item(t).set_index("key")
+    assert set(items.index) == set(proc)
+    keys = sorted(proc)
+    rec = [proc[k] for k in keys]
+    it = items.loc[keys]
+    np.testing.assert_allclose(it["lam"], [r["True Mixing Factor"] for r in rec])
+    np.testing.assert_allclose(it["relabel_diff"], [r["Re-Label Diff"] for r in rec], atol=1e-9)
+    np.testing.assert_allclose(it["human_std"], [r["Std Dev"] for r in rec], atol=1e-9)
+    np.testing.assert_allclose(it["weighted_relabel"], [r["Weighted Re-Label"] for r in rec], atol=1e-9)
+    np.testing.assert_array_equal(it["n"], [len(r["Predicted Mixing Factor"]) for r in rec])
+    pl = per_lambda(t).set_index("lam")
+    for lam in (0.1, 0.25, 0.5, 0.75, 0.9):
+        preds = np.concatenate([r["Predicted Mixing Factor"] for r in rec if r["True Mixing Factor"] == lam])
+        assert pl.loc[lam, "n"] == len(preds)
+        assert pl.loc[lam, "human_mean"] == pytest.approx(preds.mean(), abs=1e-9)
+        assert pl.loc[lam, "human_median"] == pytest.approx(np.median(preds), abs=1e-9)
+        assert pl.loc[lam, "gap_mean"] == pytest.approx(preds.mean() - lam, abs=1e-9)
+    assert pl["n"].tolist() == [987, 885, 1258, 968, 852]
