@@ -63,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-path", type=float, help="default 0.1 (ViT) / 0.05 (CNN)")
     p.add_argument("--clip-grad", type=float, help="max gradient norm (default: off, as DeiT)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bfloat16 autocast on CUDA")
+    p.add_argument("--no-square-losses", dest="square_losses", action="store_false",
+                   help="drop SMMix/TdAttenMix's consistency and fine-grained losses (official: on)")
     p.add_argument("--crop-scale", type=float, nargs=2, default=DEFAULTS.crop_scale, metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (default 0.08 1; TdAttenMix's CUB recipe: 0.5 1)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="data-loader processes")
@@ -85,7 +87,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        device=args.device, resume=resume, lr=args.lr, min_lr=args.min_lr, warmup_lr=args.warmup_lr,
                        warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, drop_path=args.drop_path, clip_grad=args.clip_grad,
-                       amp=args.amp, crop_scale=tuple(args.crop_scale), workers=args.workers,
+                       amp=args.amp, square_losses=args.square_losses, crop_scale=tuple(args.crop_scale), workers=args.workers,
                        demo_train=args.demo_train, demo_val=args.demo_val, max_steps=args.max_steps, quiet=args.quiet)
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     drop_path: float | None = None
     clip_grad: float | None = None
     amp: bool = True
+    square_losses: bool = True
     crop_scale: tuple[float, float] = (0.08, 1.0)
     workers: int = 2
     demo_train: int = 512

@@ -1,16 +1,18 @@
 """The training and evaluation loops: one mixer call per batch through the mixing contract.
 
-Per training batch (official TransMix / SMMix / TdAttenMix ``engine.py`` order):
+Per training batch (order of the official TransMix / SMMix / TdAttenMix ``engine.py``):
 
-1. context for the mixer: ``epoch``, human ``gaze`` maps when the data set has them, the ``model`` when the
-   mixer needs it, and, when it needs ``attention``/``logits``, one eval-mode no-grad forward of the model on
-   the clean batch capturing the last block's class-token attention (SMMix's extra forward);
+1. the batch crop/flip (gaze maps follow the pixels) and the mixer's context: ``epoch``, human ``gaze`` maps when
+   the data set has them, and the ``model`` being trained when the mixer reads it (TdAttenMix's top-down map,
+   SMMix's clean-batch attention, CAM-based mixers);
 2. ``result = mixer(images, labels, generator=g, **context)``;
-3. the training forward on ``result.images`` (AMP on CUDA), capturing the attention of that same pass for
-   mixers that relabel after the forward (TransMix, MixPro): ``result = mixer.relabel(result, ...)``;
-4. loss = soft-target CE, plus the consistency KL and fine-grained terms on batches whose result asks for
-   them (``result.params["aux_losses"]``, else the mixer's ``aux_losses``), with the clean-batch eval logits
-   computed once (reused from step 1 when available).
+3. the training forward on ``result.images`` (bfloat16 autocast on CUDA); mixers that relabel after the forward
+   (TransMix, MixPro) get the last block's class-token attention of *that same pass* (a hook, no second
+   forward): ``result = mixer.relabel(result, attention=..., logits=...)``;
+4. loss = soft-target CE; on SMMix/TdAttenMix token-square batches also the consistency KL and, for ViTs, the
+   fine-grained loss. Their teacher logits (eval mode, no grad, clean batch) come from the mixer's own forward when
+   it ran one (SMMix keeps them; TdAttenMix's top-down read-out runs ``forward_features``, whose final tokens are
+   captured and put through the head), so no extra forward is spent unless the mixer ran none (GazeMix).
 """
 
 from __future__ import annotations
@@ -25,23 +27,23 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from gazemix.attention.vit import AttentionHook
 from gazemix.contract import Mixer, MixResult, soft_targets
 from gazemix.training.data import BatchAugment
 from gazemix.training.distributed import DistInfo, all_reduce_sum
-from gazemix.training.losses import TokenHead, consistency_kl, fine_grained_ce, soft_target_ce
-from gazemix.attention.vit import AttentionHook
+from gazemix.training.losses import soft_target_ce, square_mix_losses
 
 __all__ = ["Classifier", "StepOutput", "Trainer", "evaluate"]
 
 
 class Classifier(nn.Module):
-    """The timm backbone plus, for SMMix/TdAttenMix on ViTs, the auxiliary token head (one module for DDP).
+    """The timm backbone plus, for SMMix/TdAttenMix on ViTs, the linear token head (one module for DDP).
 
-    ``forward(x, tokens=False)`` returns ``(logits, patch_tokens or None)``; with ``tokens=True`` the final
-    patch tokens come from the same forward (``forward_features`` then ``forward_head``).
+    ``forward(x, tokens=False)`` returns ``(logits, final_tokens or None)``; with ``tokens=True`` the final tokens
+    ``(B, P + N, D)`` come from the same forward (``forward_features`` then ``forward_head``).
     """
 
-    def __init__(self, backbone: nn.Module, token_head: TokenHead | None = None) -> None:
+    def __init__(self, backbone: nn.Module, token_head: nn.Linear | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.token_head = token_head
@@ -50,7 +52,28 @@ class Classifier(nn.Module):
         if not tokens:
             return self.backbone(x), None
         feats = self.backbone.forward_features(x)
-        return self.backbone.forward_head(feats), feats[:, self.backbone.num_prefix_tokens:]
+        return self.backbone.forward_head(feats), feats
+
+
+class _FinalTokens:
+    """Capture the output of a ViT's final ``norm`` (the output of ``forward_features``) while active."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        self.norm = backbone.norm
+        self.tokens: Tensor | None = None
+        self._handle: Any = None
+
+    def __enter__(self) -> "_FinalTokens":
+        self.tokens = None
+        self._handle = self.norm.register_forward_hook(self._hook)
+        return self
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        if not torch.is_grad_enabled():  # only the mixer's no-grad eval read-out, never a training forward
+            self.tokens = output.detach()
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
 
 
 @dataclass
@@ -67,63 +90,70 @@ class Trainer:
         core: the unwrapped :class:`Classifier` (its backbone is what mixers and hooks see).
         mixer: a gazemix mixer, or ``None`` for no mixing.
         optimizer, scheduler: AdamW and timm's per-step cosine schedule.
-        num_classes, label_smoothing: for the unmixed targets and the fine-grained labels.
         augment: the batch crop/flip/normalisation (gaze maps follow the pixels).
+        num_classes, label_smoothing: for the unmixed targets.
         generator: the only source of augmentation and mixing randomness.
         clip_grad: max gradient norm, or ``None``.
         amp: bfloat16 autocast on CUDA.
+        square_losses: add SMMix/TdAttenMix's consistency and fine-grained terms on their square batches.
     """
 
     def __init__(self, model: nn.Module, core: Classifier, mixer: Mixer | None, optimizer: torch.optim.Optimizer,
-                 scheduler: Any, augment: BatchAugment, *, num_classes: int, label_smoothing: float, generator: torch.Generator,
-                 clip_grad: float | None, amp: bool, device: torch.device) -> None:
+                 scheduler: Any, augment: BatchAugment, *, num_classes: int, label_smoothing: float,
+                 generator: torch.Generator, clip_grad: float | None, amp: bool, device: torch.device,
+                 square_losses: bool = True) -> None:
         self.model, self.core, self.mixer = model, core, mixer
         self.optimizer, self.scheduler, self.augment = optimizer, scheduler, augment
         self.num_classes, self.label_smoothing = num_classes, label_smoothing
         self.generator, self.clip_grad, self.device = generator, clip_grad, device
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext())
+        self.square_losses = square_losses
+        self.amp = amp and device.type == "cuda"
         needs = set(mixer.needs) if mixer is not None else set()
-        self.clean_forward = bool(needs & {"attention", "logits"})
+        self.pass_model = bool(needs & {"model", "attention"})
         self.relabels = mixer is not None and mixer.relabels_after_forward
-        vit_grid = getattr(getattr(core.backbone, "patch_embed", None), "grid_size", None)
-        self.grid = tuple(vit_grid) if vit_grid is not None else None
-        self.hook = AttentionHook(core.backbone) if (self.clean_forward or self.relabels) else None
+        self.vit = hasattr(core.backbone, "num_prefix_tokens") and hasattr(core.backbone, "norm")
+        self.hook = AttentionHook(core.backbone) if self.relabels else None
         self.updates = 0
 
-    def _clean_pass(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Eval-mode, no-grad logits (and class-token attention when hooked) of the clean batch."""
-        was_training = self.core.training
-        self.core.eval()
-        with torch.no_grad(), self.autocast, self._hooked() as hook:
-            logits, _ = self.core(images)
-        self.core.train(was_training)
-        return logits.float(), (hook.cls_attention() if hook is not None else None)
+    def _autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
-    def _hooked(self) -> AttentionHook | nullcontext:
-        return self.hook if self.hook is not None else nullcontext()
-
-    def _aux_losses(self, result: MixResult) -> set[str]:
-        return set(result.params.get("aux_losses", getattr(self.mixer, "aux_losses", ())))
+    def _teacher_logits(self, images: Tensor, result: MixResult, captured: _FinalTokens | None) -> Tensor:
+        """Eval-mode, no-grad clean-batch logits: kept by the mixer, from its captured read-out, or a new forward."""
+        kept = result.params.get("clean_logits")
+        if kept is not None:
+            return kept.float()
+        backbone = self.core.backbone
+        was_training = backbone.training
+        backbone.eval()
+        with torch.no_grad(), self._autocast():
+            if captured is not None and captured.tokens is not None and captured.tokens.shape[0] == images.shape[0]:
+                logits = backbone.forward_head(captured.tokens)
+            else:
+                logits = backbone(images)
+        backbone.train(was_training)
+        return logits.float()
 
     def step(self, images: Tensor, labels: Tensor, gaze: Tensor | None, epoch: int) -> StepOutput:
-        clean_logits = None
+        result, square = None, False
         if self.mixer is None:
-            result = None
-            images_in, targets = images, soft_targets(labels, self.num_classes, self.label_smoothing).to(images.device)
+            images_in = images
+            targets = soft_targets(labels, self.num_classes, self.label_smoothing).to(images.device)
         else:
             context: dict[str, Any] = {"epoch": epoch}
             if gaze is not None:
                 context["gaze"] = gaze
-            if "model" in self.mixer.needs:
+                if "saliency" in self.mixer.needs:  # human gaze as the saliency of saliency-guided mixers
+                    context["saliency"] = gaze
+            if self.pass_model:
                 context["model"] = self.core.backbone
-            if self.clean_forward:
-                clean_logits, attention = self._clean_pass(images)
-                context.update(logits=clean_logits, attention=attention)
-            result = self.mixer(images, labels, generator=self.generator, **context)
+            with (_FinalTokens(self.core.backbone) if self.pass_model and self.vit else nullcontext()) as captured:
+                result = self.mixer(images, labels, generator=self.generator, **context)
             images_in, targets = result.images, result.targets
-        aux = self._aux_losses(result) if result is not None else set()
-        fine = "fine_grained" in aux and self.core.token_head is not None
-        with self.autocast, (self._hooked() if self.relabels else nullcontext()) as hook:
+            square = self.square_losses and bool(result.params.get("use_square", False))
+            clean_logits = self._teacher_logits(images, result, captured) if square else None
+        fine = square and self.core.token_head is not None
+        with self._autocast(), (self.hook if self.relabels else nullcontext()) as hook:
             logits, tokens = self.model(images_in, tokens=fine)
         logits = logits.float()
         if self.relabels:
@@ -131,21 +161,17 @@ class Trainer:
             targets = result.targets
         loss = soft_target_ce(logits, targets)
         parts = {"ce": float(loss.detach())}
-        if "consistency" in aux:
-            if clean_logits is None:
-                clean_logits, _ = self._clean_pass(images)
-            kl = consistency_kl(logits, clean_logits, result)
-            parts["consistency"] = float(kl.detach())
-            loss = loss + kl
-        if fine:
-            own = soft_targets(labels, self.num_classes, self.label_smoothing).to(logits.device)
-            fg = fine_grained_ce(self.core.token_head, tokens.float(), result, own, self.grid)
-            parts["fine_grained"] = float(fg.detach())
-            loss = loss + fg
-        elif self.core.token_head is not None:  # keep the head in the graph so DDP sees every parameter used
+        if square:
+            extra = square_mix_losses(result, logits, clean_logits, tokens=tokens, token_head=self.core.token_head,
+                                      num_prefix_tokens=int(getattr(self.core.backbone, "num_prefix_tokens", 0)))
+            for name, value in extra.items():
+                parts[name] = float(value.detach())
+                loss = loss + value
+        if self.core.token_head is not None and not fine:  # keep the head in the graph: DDP expects every parameter
             loss = loss + 0.0 * sum(p.sum() for p in self.core.token_head.parameters())
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {float(loss)} at epoch {epoch}: lower --lr or set --clip-grad")
+            raise FloatingPointError(f"the training loss became {float(loss)} at epoch {epoch + 1}: lower --lr or set "
+                                     f"--clip-grad")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_grad:

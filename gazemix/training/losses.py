@@ -1,12 +1,13 @@
 """Training losses: soft-target cross-entropy and the SMMix / TdAttenMix auxiliary terms.
 
-SMMix (Chen et al., ICCV 2023) and TdAttenMix (Wang, Gu, Lu, AAAI 2025) add, on their region-mixed batches
-(official code, ``engine.py``, all weights 1):
+SMMix (Chen et al., ICCV 2023) and TdAttenMix (Wang, Gu, Lu, AAAI 2025) add, on their token-square batches
+(official code, ``engine.py``, all weights 1; the Mixup batches of their switch get the soft CE only):
 
-* a consistency term ``KL(softmax(q_i) || softmax(z_i))`` with ``q_i = lam_i p_i + (1 - lam_i) p_j`` the
-  model's own eval-mode, no-grad logits on the *clean* batch mixed in logit space (``KLDivLoss(batchmean)``);
-* for ViTs, a fine-grained term ``1/2 [CE(h(own tokens), y_i) + CE(h(pasted tokens), y_j)]`` where ``h`` is a
-  second linear head on the mean of the final patch tokens of each region, with smoothed one-hot labels.
+* the consistency term ``KL(softmax(q_i) || softmax(z_i))``, ``q_i = lam_i p_i + (1 - lam_i) p_j`` with ``p`` the
+  model's own eval-mode, no-grad logits on the clean batch (:func:`gazemix.mixers.smmix.consistency_loss`);
+* for ViTs, the fine-grained term ``1/2 [CE(h(own tokens), y_i) + CE(h(pasted tokens), y_j)]``, ``h`` a second
+  linear head (SMMix's ``token_head``) on the mean final patch token of each region
+  (:func:`gazemix.mixers.smmix.region_token_means`, :func:`~gazemix.mixers.smmix.fine_grained_loss`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gazemix.contract import MixResult
+from gazemix.mixers.smmix import consistency_loss, fine_grained_loss, region_token_means
 
-__all__ = ["TokenHead", "consistency_kl", "fine_grained_ce", "region_token_masks", "soft_target_ce"]
+__all__ = ["soft_target_ce", "square_mix_losses"]
 
 
 def soft_target_ce(logits: Tensor, targets: Tensor) -> Tensor:
@@ -25,48 +27,20 @@ def soft_target_ce(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def consistency_kl(logits: Tensor, clean_logits: Tensor, result: MixResult) -> Tensor:
-    """``KL(softmax(q) || softmax(z))``, batch mean, with ``q = lam * p[own] + (1 - lam) * p[partner]``.
+def square_mix_losses(result: MixResult, logits: Tensor, clean_logits: Tensor, *, tokens: Tensor | None = None,
+                      token_head: nn.Module | None = None, num_prefix_tokens: int = 1) -> dict[str, Tensor]:
+    """The auxiliary terms of a token-square batch: ``consistency`` and, given tokens and a head, ``fine_grained``.
 
     Args:
-        logits: the training forward's logits ``z`` on the mixed batch ``(B, K)``.
-        clean_logits: the model's eval-mode logits ``p`` on the clean batch ``(B, K)`` (no gradient).
-        result: the mix (``lam``, own and partner indices).
+        result: the mix (``params["use_square"]`` True).
+        logits: the training forward's logits on the mixed batch ``(B, K)``.
+        clean_logits: the eval-mode, no-grad logits of the clean batch ``(B, K)``.
+        tokens: final tokens ``(B, P + N, D)`` of the same training forward (ViTs).
+        token_head: the linear token head.
+        num_prefix_tokens: ``P``.
     """
-    p = clean_logits.detach().float()
-    lam = result.lam.to(p).view(-1, 1)
-    q = lam * p[result.own_index] + (1.0 - lam) * p[result.index]
-    return F.kl_div(F.log_softmax(logits.float(), dim=-1), F.softmax(q, dim=-1), reduction="batchmean")
-
-
-def region_token_masks(result: MixResult, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Boolean ``(B, N)`` masks of the patch tokens that show the own image and the pasted partner.
-
-    A token belongs to the region holding the majority of its pixels (exact for patch-aligned mixes).
-    """
-    share = F.adaptive_avg_pool2d(result.mask.float(), grid).flatten(1)
-    own = share > 0.5
-    return own, ~own
-
-
-class TokenHead(nn.Module):
-    """SMMix's ``token_head``: a linear classifier on the mean of the final patch tokens inside a region."""
-
-    def __init__(self, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(dim, num_classes)
-
-    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
-        """``tokens (B, N, D)``, ``mask (B, N)`` → logits ``(B, K)`` of the masked mean (an empty region gives 0)."""
-        m = mask.to(tokens.dtype).unsqueeze(-1)
-        pooled = (tokens * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
-        return self.fc(pooled)
-
-
-def fine_grained_ce(head: TokenHead, tokens: Tensor, result: MixResult, own_targets: Tensor,
-                    grid: tuple[int, int]) -> Tensor:
-    """``1/2 [CE(h(own region), y_own) + CE(h(pasted region), y_partner)]`` with soft ``own_targets (B, K)``."""
-    own, pasted = region_token_masks(result, grid)
-    z_own = head(tokens, own)
-    z_src = head(tokens, pasted)
-    return 0.5 * (soft_target_ce(z_own, own_targets[result.own_index]) + soft_target_ce(z_src, own_targets[result.index]))
+    out = {"consistency": consistency_loss(logits, result, clean_logits)}
+    if tokens is not None and token_head is not None:
+        own, pasted = region_token_means(tokens.float(), result, num_prefix_tokens)
+        out["fine_grained"] = fine_grained_loss(token_head(own), token_head(pasted), result)
+    return out

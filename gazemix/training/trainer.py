@@ -24,13 +24,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from gazemix.cli._util import resolve_device
 from gazemix.contract import Mixer
+from gazemix.mixers.smmix import MaxMinSquareMixer
+from gazemix.mixers.tdattenmix import TdAttenMix
 from gazemix.registry import create_mixer, mixer_class
 from gazemix.training import distributed
 from gazemix.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gazemix.training.config import TrainConfig, resolve_recipe
 from gazemix.training.data import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, DataError, TrainData, build_data
 from gazemix.training.engine import Classifier, Trainer, evaluate
-from gazemix.training.losses import TokenHead
 from gazemix.training.model import ModelError, build_model, is_vit, load_pretrained
 
 __all__ = ["METRIC_COLUMNS", "train"]
@@ -45,19 +46,28 @@ def _log(msg: str, info: distributed.DistInfo, quiet: bool) -> None:
 
 def _make_mixer(cfg: TrainConfig, num_classes: int, backbone: torch.nn.Module, data: TrainData,
                 rank: int) -> Mixer | None:
+    """The mixer named by ``cfg.mixer`` (``none``: no mixing), refusing backbones or data it cannot use."""
     if cfg.mixer.lower() == "none":
         return None
     cls = mixer_class(cfg.mixer)
-    needs_vit = bool({"attention"} & set(cls.needs)) or cls.relabels_after_forward
-    if needs_vit and not is_vit(backbone):
-        raise ModelError(f"mixer {cls.name!r} reads the class-token attention of a Vision Transformer, but "
-                         f"{cfg.model} is a {type(backbone).__name__}: use a timm ViT/DeiT (e.g. "
-                         f"deit_tiny_patch16_224, vit_small_patch16_224) or a mixer without attention "
-                         f"(mixup, cutmix, switch, fmix, resizemix, or a CAM/saliency-based one)")
-    if "gaze" in cls.needs and not data.has_gaze:
-        raise DataError(f"mixer {cls.name!r} needs human gaze maps, but {data.description} has none")
-    return create_mixer(cls.name, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
-                        seed=cfg.seed * 1000 + rank, **cfg.mixer_options)
+    vit = is_vit(backbone)
+    options = dict(cfg.mixer_options)
+    if issubclass(cls, TdAttenMix) and vit:  # gaze maps on the model's token grid, so token masks match its tokens
+        options.setdefault("patch_size", int(backbone.patch_embed.patch_size[0]))
+    mixer = create_mixer(cls.name, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
+                         seed=cfg.seed * 1000 + rank, **options)
+    if not vit and ("attention" in mixer.needs or mixer.relabels_after_forward):
+        raise ModelError(f"mixer {cls.name!r} reads the attention of a Vision Transformer, but {cfg.model} is a "
+                         f"{type(backbone).__name__}: use a timm ViT/DeiT (e.g. deit_tiny_patch16_224) or a mixer that "
+                         f"works with CNNs (mixup, cutmix, switch, fmix, resizemix; snapmix/attentivemix use a CAM)")
+    if not vit and isinstance(mixer, TdAttenMix) and not (data.has_gaze and mixer.gaze_weight == 1):
+        raise ModelError(f"mixer {cls.name!r} reads its top-down map from a ViT's tokens (class-vector similarity), "
+                         f"but {cfg.model} is a {type(backbone).__name__}: use a timm ViT/DeiT, or on a data set with "
+                         f"gaze drive it by human gaze alone with --mixer-opt gaze_weight=1 (or --mixer gazemix)")
+    missing = [k for k in mixer.needs if k in ("gaze", "saliency") and not data.has_gaze]
+    if missing:
+        raise DataError(f"mixer {cls.name!r} needs {missing[0]} maps, but {data.description} has no gaze")
+    return mixer
 
 
 def _loader(ds: torch.utils.data.Dataset, cfg: TrainConfig, info: distributed.DistInfo, *, train: bool,
@@ -136,8 +146,8 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
         left = load_pretrained(backbone, cfg.pretrained_path)
         _log(f"loaded {cfg.pretrained_path}; newly initialised: {', '.join(left) or 'nothing'}", info, cfg.quiet)
     mixer = _make_mixer(cfg, k, backbone, data, info.rank)
-    token_head = TokenHead(backbone.num_features, k) if (mixer is not None and "fine_grained" in
-                                                         getattr(mixer, "aux_losses", ()) and is_vit(backbone)) else None
+    square = isinstance(mixer, MaxMinSquareMixer) and cfg.square_losses
+    token_head = torch.nn.Linear(backbone.num_features, k) if square and is_vit(backbone) else None
     core = Classifier(backbone, token_head).to(info.device)
     model = DistributedDataParallel(core, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
         if info.enabled else core
@@ -156,7 +166,8 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
     pcfg = backbone.pretrained_cfg
     augment = BatchAugment(cfg.img_size, cfg.crop_scale, pcfg.get("mean", IMAGENET_MEAN), pcfg.get("std", IMAGENET_STD))
     trainer = Trainer(model, core, mixer, optimizer, scheduler, augment, num_classes=k, label_smoothing=cfg.label_smoothing,
-                      generator=generator, clip_grad=cfg.clip_grad, amp=cfg.amp, device=info.device)
+                      generator=generator, clip_grad=cfg.clip_grad, amp=cfg.amp, device=info.device,
+                      square_losses=cfg.square_losses)
 
     start, best = 0, -math.inf
     if cfg.resume:
