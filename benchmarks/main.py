@@ -1,0 +1,173 @@
+"""Command line of the benchmark suite, shared by ``python -m benchmarks`` and ``gazemix bench``.
+
+Usage:
+    python -m benchmarks --out runs/bench
+    gazemix bench --device cpu --repeats 20 --out runs/bench
+    gazemix bench --mixers mixup,cutmix --batch 64 --size 160
+    gazemix bench --quick --out /tmp/bench          # tiny sizes, one repeat: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from benchmarks.suite import (FLOOR_TARGET, PEER_TOLERANCE, SALIENCY_TARGET, BenchConfig, MixerRow, SaliencyRow,
+                              as_dicts, bench_mixers, bench_saliency, columns, machine_line)
+
+IMPL_ORDER = ("gazemix", "timm", "torchvision", "floor")
+NOTES = (f"Median of interleaved runs. floor = out-of-place torch.lerp of two ready batches. timm mutates its input: "
+         f"each timm call gets a fresh clone made outside the timed region (not charged to timm). torchvision has "
+         f"batch mode only. x_floor = ms / floor; x_best_peer = ms / fastest of timm and torchvision (same method and "
+         f"mode). target_met (gazemix rows): <= {FLOOR_TARGET:g}x floor and <= {PEER_TOLERANCE:g}x the fastest peer "
+         f"(5 % timing noise allowed). Peak extra memory: CUDA max_memory_allocated above the held memory; CPU "
+         f"torch.profiler allocation timeline of one call (outputs included).")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per implementation (default 10; median)")
+    p.add_argument("--device", default="all", help="cpu, cuda or all (default: cpu, plus cuda when present)")
+    p.add_argument("--mixers", default=None, help="comma-separated mixer names (default: every content-independent one)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (batch 8, 32 px) and one repeat: a smoke run")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="gazemix-bench", help="output folder for CSV and PNG (default ./gazemix-bench)")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    for name in ("batch", "size", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.batch % 2:
+        raise ValueError(f"--batch must be even (timm.data.Mixup refuses odd batches), got {args.batch}")
+    mixers = None if args.mixers is None else tuple(m.strip() for m in args.mixers.split(",") if m.strip())
+    if args.quick:
+        return BenchConfig(batch=8, size=32, repeats=1, warmup=0, num_classes=10, mixers=mixers, seed=args.seed)
+    return BenchConfig(batch=args.batch, size=args.size, repeats=args.repeats, mixers=mixers, seed=args.seed)
+
+
+def devices_from_arg(name: str) -> list[torch.device]:
+    if name == "all":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu, cuda or all, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available (use --device cpu)")
+    return [torch.device(name)]
+
+
+def _fmt(v: object, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def mixer_table(rows: list[MixerRow]) -> str:
+    from gazemix.cli._util import tabulate
+
+    headers = ["device", "mixer", "mode", "impl", "ms", "x_floor", "x_best_peer", "peak_MB", "target_met", "note"]
+    cells = [[r.device, r.mixer, r.mode, r.impl, _fmt(r.ms), _fmt(r.x_floor), _fmt(r.x_best_peer),
+              _fmt(r.peak_extra_mb, 1), r.target_met, r.note] for r in rows]
+    return tabulate(cells, headers)
+
+
+def saliency_table(rows: list[SaliencyRow]) -> str:
+    from gazemix.cli._util import tabulate
+
+    headers = ["device", "impl", "batch", "ms", "speedup", "target_met", "note"]
+    return tabulate([[r.device, r.impl, r.batch, _fmt(r.ms), _fmt(r.speedup, 1), r.target_met, r.note]
+                     for r in rows], headers)
+
+
+def write_csv(path: Path, rows: list, row_type: type) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns(row_type))
+        writer.writeheader()
+        writer.writerows(as_dicts(rows))
+
+
+def bar_chart(path: Path, rows: list[MixerRow], title: str) -> None:
+    """Milliseconds per batch, one group of bars per (mixer, mode), one bar per implementation; log scale."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    devices = sorted({r.device for r in rows})
+    fig, axes = plt.subplots(len(devices), 1, figsize=(12, 4.2 * len(devices)), squeeze=False)
+    for ax, device in zip(axes[:, 0], devices):
+        mine = [r for r in rows if r.device == device and not math.isnan(r.ms)]
+        groups = list(dict.fromkeys((r.mixer, r.mode) for r in mine))
+        width = 0.8 / len(IMPL_ORDER)
+        for k, impl in enumerate(IMPL_ORDER):
+            xs, hs = [], []
+            for g, key in enumerate(groups):
+                hit = [r.ms for r in mine if (r.mixer, r.mode) == key and r.impl == impl]
+                if hit:
+                    xs.append(g + (k - (len(IMPL_ORDER) - 1) / 2) * width)
+                    hs.append(hit[0])
+            if xs:
+                ax.bar(xs, hs, width, label=impl, color="lightgrey" if impl == "floor" else None)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([m if mode == "-" else f"{m}\n{mode}" for m, mode in groups], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per batch (log)")
+        ax.set_title(f"{device}", fontsize=10)
+        ax.legend(fontsize=8, ncol=len(IMPL_ORDER))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gazemix.cli._util import log, prepare_out
+
+    cfg = config_from_args(args)
+    devices = devices_from_arg(args.device)
+    out = prepare_out(args.out)
+    mixer_rows: list[MixerRow] = []
+    saliency_rows: list[SaliencyRow] = []
+    for device in devices:
+        mixer_rows += bench_mixers(cfg, device, log)
+        saliency_rows += bench_saliency(cfg, device, log)
+    header = (f"gazemix bench: batch {cfg.batch} x 3 x {cfg.size} x {cfg.size} float32, {cfg.repeats} repeats "
+              f"(median), {machine_line()}")
+    print(header)
+    print()
+    print(mixer_table(mixer_rows))
+    print()
+    print("notes: " + NOTES)
+    if saliency_rows:
+        print()
+        print(f"saliency: batched spectral residual vs a per-image OpenCV loop (target >= {SALIENCY_TARGET:g}x)")
+        print(saliency_table(saliency_rows))
+    missed = [r for r in mixer_rows if r.impl == "gazemix" and r.target_met == "no"]
+    missed += [r for r in saliency_rows if r.target_met == "no"]
+    print()
+    print(f"targets missed: {len(missed)}" + "".join(
+        f"\n  {r.device} {getattr(r, 'mixer', 'saliency')} {getattr(r, 'mode', '')}: {r.note}" for r in missed))
+    write_csv(out / "bench_mixers.csv", mixer_rows, MixerRow)
+    write_csv(out / "bench_saliency.csv", saliency_rows, SaliencyRow)
+    bar_chart(out / "bench_mixers.png", mixer_rows, header)
+    log(f"wrote {out / 'bench_mixers.csv'}, {out / 'bench_saliency.csv'} and {out / 'bench_mixers.png'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as err:
+        print(f"benchmarks: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,30 @@
+"""``gazemix bench``: time every content-independent mixer against timm, torchvision and the memory floor.
+
+Usage:
+    gazemix bench --out runs/bench
+    gazemix bench --device cpu --repeats 20 --mixers mixup,cutmix,switch
+    gazemix bench --quick --out /tmp/bench
+
+Prints one table per section (mixers; saliency) and writes ``bench_mixers.csv``, ``bench_saliency.csv`` and
+``bench_mixers.png`` to ``--out``. Same as ``python -m benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.main import add_arguments
+
+    p = sub.add_parser("bench", help="benchmark the mixers against timm, torchvision and the memory floor",
+                       description="Time every content-independent mixer (batch 128 of 3x224x224 by default) "
+                                   "against timm, torchvision and a plain torch.lerp, interleaved, median of runs.")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks.main import run as run_bench
+
+    return run_bench(args)
