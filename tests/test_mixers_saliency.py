@@ -45,6 +45,8 @@ CASES: list[tuple[str, dict[str, Any], Callable[[torch.Tensor], dict[str, Any]]]
     ("attentivemix", {"top_k": None}, model_ctx),
     ("rmix", {}, model_ctx),
     ("rmix", {"saliency_source": "spectral_residual", "num_patches": 8}, lambda x: {}),
+    ("puzzlemix", {"block_choices": (2, 4)}, model_ctx),
+    ("puzzlemix", {"saliency_source": "context", "block_choices": (4, 8), "n_labels": 2}, sal_ctx),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o, _ in CASES]
 
@@ -121,6 +123,8 @@ def test_registered_with_references() -> None:
     ("snapmix", {"beta": -1}, "beta"), ("snapmix", {"mode": "pair"}, "mode"),
     ("attentivemix", {"top_k": -1}, "top_k"), ("attentivemix", {"grid": 0}, "grid"),
     ("rmix", {"num_patches": 0}, "num_patches"), ("rmix", {"quantiles": (1.5,)}, "quantiles"),
+    ("puzzlemix", {"n_labels": 5}, "n_labels"), ("puzzlemix", {"block_choices": (1,)}, "block_choices"),
+    ("puzzlemix", {"t_eps": -1.0}, "t_eps"),
 ])
 def test_bad_arguments(name: str, bad: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -241,6 +245,59 @@ def test_rmix_disagreeing_cells_copy_the_salient_side() -> None:
     torch.testing.assert_close(r.images[0, :, :16, 16:], x[0, :, :16, 16:])
     torch.testing.assert_close(r.images[0, :, 16:, :16], x[1, :, 16:, :16])
     torch.testing.assert_close(r.lam, torch.full((2,), 0.5 * float(r.params["lam"][0]) + 0.25))
+
+
+def split_saliency(b: int, h: int = 32, w: int = 32) -> torch.Tensor:
+    """Even images salient on the left third, odd images on the right third."""
+    sal = torch.full((b, 1, h, w), 0.01)
+    sal[0::2, :, :, : w // 3] = 1.0
+    sal[1::2, :, :, w - w // 3:] = 1.0
+    return sal
+
+
+def test_puzzlemix_mask_levels_and_partial_permutation_plans() -> None:
+    """R14: mask values in {0, 1/2, 1}, lam = mean(mask), transport plans are partial permutations."""
+    x, y = batch(4)
+    for seed in range(4):
+        mixer = create_mixer("puzzlemix", num_classes=K, seed=seed, saliency_source="context", pairing="flip")
+        r = mixer(x, y, saliency=split_saliency(4))
+        assert set(r.params["block_mask"].unique().tolist()) <= {0.0, 0.5, 1.0}
+        assert set(r.mask.unique().tolist()) <= {0.0, 0.5, 1.0}
+        torch.testing.assert_close(r.lam, r.params["block_mask"].flatten(1).mean(1))
+        for src in r.sources:
+            plan = src.warp.plan
+            assert set(plan.unique().tolist()) <= {0.0, 1.0}
+            assert float(plan.sum(1).max()) <= 1 and float(plan.sum(2).max()) <= 1
+        # the salient side of each image is kept: own's salient third is own, partner's is partner
+        assert float(r.mask[0, 0, :, :8].mean()) == 1.0 and float(r.mask[0, 0, :, -8:].mean()) == 0.0
+
+
+def test_puzzlemix_transport_moves_salient_blocks_into_the_own_region() -> None:
+    """With the own region on the left, a salient own block on the right is moved into it."""
+    from gazemix.mixers.puzzlemix import transport_sources
+    mask = torch.zeros(1, 4, 4)
+    mask[:, :, :2] = 1.0
+    unary = torch.full((1, 4, 4), 0.001)
+    unary[0, 1, 3] = 1.0  # a salient block at row 1, column 3 (outside the own region)
+    src = transport_sources(mask, unary, eps=0.8)[0].view(4, 4)
+    assert 7 in src[:, :2].flatten().tolist()  # block 7 = (1, 3) now shown in the own region
+    assert set(src[src >= 0].tolist()) == set(src[src >= 0].unique().tolist())  # no block shown twice
+    plain = create_mixer("puzzlemix", num_classes=K, seed=0, transport=False, saliency_source="context")
+    r = plain(*batch(2), saliency=split_saliency(2))
+    torch.testing.assert_close(r.images, r.mask * batch(2)[0] + (1 - r.mask) * batch(2)[0][r.index])
+
+
+def test_block_transport_warp_keeps_mass_and_moves_gaze() -> None:
+    from gazemix.warps import BlockTransportWarp
+    g = torch.zeros(1, 1, 9, 9)
+    g[0, 0, 0, 0] = 1.0  # mass in block 0 of a 2x2 grid of 4x4 blocks (remainder row/column 8)
+    g[0, 0, 8, 8] = 2.0  # in the remainder: stays
+    warp = BlockTransportWarp(src=torch.tensor([[-1, 0, 2, 3]]), dst=torch.tensor([[0, 0, 8, 8]]))
+    moved = warp.apply_density(g)
+    assert float(moved[0, 0, 0, 4]) == 1.0 and float(moved[0, 0, 0, 0]) == 0.0 and float(moved[0, 0, 8, 8]) == 2.0
+    torch.testing.assert_close(moved.sum(), g.sum())
+    torch.testing.assert_close(warp.plan[0], torch.tensor([[0., 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    assert warp.index_select(torch.tensor([0, 0])).src.shape == (2, 4)
 
 
 @CUDA
