@@ -91,6 +91,7 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
     db = open_existing(db_path)
     info = get_study(db, study)
     root, mode = db.parent, info.mode
+    gr.set_static_paths([str(root / f"{db.stem}_media")])
 
     def serve(annotator_id: int, external_id: str, status: str) -> dict:
         asg = next_assignment(db, annotator_id)
@@ -106,7 +107,8 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
         state = {"annotator_id": annotator_id, "external_id": external_id, "position": asg.position,
                  "item_id": int(asg.item["id"]), "shown_at": time.monotonic(), "mix_touched": False,
                  "conf_touched": False, "clicks": [], "done": False}
-        img = _load_image(root, asg)
+        # a stimulus PNG is served as a static file (no per-request copy that concurrent sessions could race on)
+        img = str(root / asg.item["image_path"]) if asg.item["image_path"] else _load_image(root, asg)
         if mode == "infer":
             prompt = (f"This image blends a **{asg.left_class}** and a **{asg.right_class}**.")
         elif mode == "softlabel":
