@@ -47,6 +47,8 @@ CASES: list[tuple[str, dict[str, Any], Callable[[torch.Tensor], dict[str, Any]]]
     ("rmix", {"saliency_source": "spectral_residual", "num_patches": 8}, lambda x: {}),
     ("puzzlemix", {"block_choices": (2, 4)}, model_ctx),
     ("puzzlemix", {"saliency_source": "context", "block_choices": (4, 8), "n_labels": 2}, sal_ctx),
+    ("comixup", {"niter": 2}, model_ctx),
+    ("comixup", {"saliency_source": "context", "grid": None, "m_part": 3}, sal_ctx),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o, _ in CASES]
 
@@ -125,6 +127,7 @@ def test_registered_with_references() -> None:
     ("rmix", {"num_patches": 0}, "num_patches"), ("rmix", {"quantiles": (1.5,)}, "quantiles"),
     ("puzzlemix", {"n_labels": 5}, "n_labels"), ("puzzlemix", {"block_choices": (1,)}, "block_choices"),
     ("puzzlemix", {"t_eps": -1.0}, "t_eps"),
+    ("comixup", {"grid": 0}, "grid"), ("comixup", {"m_part": 0}, "m_part"), ("comixup", {"omega": 2.0}, "omega"),
 ])
 def test_bad_arguments(name: str, bad: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -298,6 +301,58 @@ def test_block_transport_warp_keeps_mass_and_moves_gaze() -> None:
     torch.testing.assert_close(moved.sum(), g.sum())
     torch.testing.assert_close(warp.plan[0], torch.tensor([[0., 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
     assert warp.index_select(torch.tensor([0, 0])).src.shape == (2, 4)
+
+
+def block_saliency(b: int, n: int = 4, size: int = 32) -> torch.Tensor:
+    """Image i salient in block i (row-major) of an n x n grid, faint elsewhere."""
+    sal = torch.full((b, 1, size, size), 0.01)
+    k = size // n
+    for i in range(b):
+        r, c = divmod(i % (n * n), n)
+        sal[i, :, r * k:(r + 1) * k, c * k:(c + 1) * k] = 1.0
+    return sal
+
+
+def test_comixup_one_source_per_pixel_and_block_share_labels() -> None:
+    """R15: every pixel from exactly one input; label = block shares of the inputs, summing to 1."""
+    b = 7
+    x, _ = batch(b)
+    y = torch.arange(b) % K
+    r = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", m_part=4)(x, y, saliency=block_saliency(b))
+    assert r.num_sources == 4
+    shares = torch.cat([s.share for s in r.sources], dim=1)
+    assert set(shares.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(shares.sum(1), torch.ones(b, 32, 32))
+    weights = torch.stack([s.weight for s in r.sources], dim=1)
+    torch.testing.assert_close(weights.sum(1), torch.ones(b))
+    labels = r.params["labels"]
+    for o in range(b):
+        start = o // 4 * 4
+        for s, src in enumerate(r.sources):
+            if src.weight[o] > 0:
+                local = int(src.index[o]) - start
+                assert 0 <= local < 4  # only inputs of the output's own group
+                assert float(src.weight[o]) == pytest.approx(float((labels[o] == local).float().mean()))
+    onehot = F.one_hot(y, K).float()
+    hand = torch.stack([sum(s.weight[o] * onehot[s.index[o]] for s in r.sources) for o in range(b)])
+    torch.testing.assert_close(r.targets, hand)
+
+
+def test_comixup_without_smoothness_or_diversity_takes_the_most_salient_input_per_block() -> None:
+    """beta = gamma = eta = 0: the graph cut reduces to a per-block argmax of normalised saliency."""
+    b = 5
+    x, y = batch(b)
+    sal = block_saliency(b)
+    r = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", beta=0.0, gamma=0.0, eta=0.0)(
+        x, y, saliency=sal)
+    blocks = F.adaptive_avg_pool2d(sal, 4)[:, 0]
+    best = (blocks / blocks.flatten(1).sum(1).view(-1, 1, 1)).argmax(0)
+    for o in range(b):
+        assert torch.equal(r.params["labels"][o], best)
+    torch.testing.assert_close(r.images[0, :, :8, :8], x[0, :, :8, :8])  # block (0, 0) is input 0's salient block
+    torch.testing.assert_close(r.images[3, :, :8, 8:16], x[1, :, :8, 8:16])
+    heavy = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", beta=100.0)(x, y, saliency=sal)
+    assert all(len(heavy.params["labels"][o].unique()) == 1 for o in range(b))  # smoothness: one input each
 
 
 @CUDA
