@@ -49,6 +49,8 @@ CASES: list[tuple[str, dict[str, Any], Callable[[torch.Tensor], dict[str, Any]]]
     ("puzzlemix", {"saliency_source": "context", "block_choices": (4, 8), "n_labels": 2}, sal_ctx),
     ("comixup", {"niter": 2}, model_ctx),
     ("comixup", {"saliency_source": "context", "grid": None, "m_part": 3}, sal_ctx),
+    ("saliency_grafting", {}, model_ctx),
+    ("saliency_grafting", {"saliency_source": "context", "grid": 4}, sal_ctx),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o, _ in CASES]
 
@@ -127,6 +129,7 @@ def test_registered_with_references() -> None:
     ("rmix", {"num_patches": 0}, "num_patches"), ("rmix", {"quantiles": (1.5,)}, "quantiles"),
     ("puzzlemix", {"n_labels": 5}, "n_labels"), ("puzzlemix", {"block_choices": (1,)}, "block_choices"),
     ("puzzlemix", {"t_eps": -1.0}, "t_eps"),
+    ("saliency_grafting", {"temperature": 0}, "temperature"), ("saliency_grafting", {"grid": 0}, "grid"),
     ("comixup", {"grid": 0}, "grid"), ("comixup", {"m_part": 0}, "m_part"), ("comixup", {"omega": 2.0}, "omega"),
 ])
 def test_bad_arguments(name: str, bad: dict, match: str) -> None:
@@ -353,6 +356,26 @@ def test_comixup_without_smoothness_or_diversity_takes_the_most_salient_input_pe
     torch.testing.assert_close(r.images[3, :, :8, 8:16], x[1, :, :8, 8:16])
     heavy = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", beta=100.0)(x, y, saliency=sal)
     assert all(len(heavy.params["labels"][o].unique()) == 1 for o in range(b))  # smoothness: one input each
+
+
+def test_saliency_grafting_grafts_only_salient_patches_with_calibrated_labels() -> None:
+    b = 6
+    x, y = batch(b)
+    sal = block_saliency(b)  # one salient 8x8 block per image on a 4x4 grid
+    mixer = create_mixer("saliency_grafting", num_classes=K, seed=0, grid=4, saliency_source="context")
+    r = mixer(x, y, saliency=sal)
+    graft = r.params["graft"]
+    blocks = F.adaptive_avg_pool2d(sal, 4)[:, 0]
+    salient = blocks == blocks.flatten(1).max(1).values.view(-1, 1, 1)
+    assert bool((graft <= salient[r.index]).all())  # only the partner's candidate (salient) patch can move
+    norm = blocks / blocks.flatten(1).sum(1).view(-1, 1, 1)
+    own = (norm * ~graft).flatten(1).sum(1)
+    partner = (norm[r.index] * graft).flatten(1).sum(1)
+    torch.testing.assert_close(r.lam, own / (own + partner))
+    torch.testing.assert_close(r.targets.sum(1), torch.ones(b))
+    # over many draws the grafting is stochastic: some samples graft, some do not
+    draws = torch.stack([mixer(x, y, saliency=sal).params["graft"].flatten(1).any(1) for _ in range(8)])
+    assert 0 < float(draws.float().mean()) < 1
 
 
 @CUDA

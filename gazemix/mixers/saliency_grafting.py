@@ -1,0 +1,104 @@
+"""Saliency Grafting (Park, Yang, Shin, Hwang, Yang, "Saliency Grafting: Innocuous Attribution-Guided Mixup
+with Calibrated Label Mixing", AAAI 2022, arXiv 2112.08796). EXPERIMENTAL: no official code exists.
+
+What the paper states (abstract and introduction, read with the search tool): the saliency of the model under
+training guides a *stochastic* choice of the partner's patches (not always the maximum-saliency region, to
+keep samples diverse), the chosen patches are grafted onto the own image at the same positions, and the
+label is mixed in a *saliency-calibrated* way to correct for what the random choice left out.
+
+The method section could not be read here, so the following details are UNCONFIRMED and are options:
+
+1. saliency (input gradients by default, as PuzzleMix) is average-pooled to a ``grid x grid`` patch grid and
+   sharpened with a temperature softmax ``p = softmax(s / max(s) / temperature)``;
+2. candidate patches are those with ``p >= mean(p)``; each candidate is grafted independently with
+   probability ``rho ~ Beta(alpha, alpha)`` (one ``rho`` per sample);
+3. the label weight of each image is the (sum-normalised) saliency it still shows:
+   ``lam_partner = S_j(G) / (S_j(G) + S_i(1 - G))``; when both are 0, the pasted area.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
+from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.registry import register_mixer
+
+
+def graft_candidates(saliency: Tensor, grid: int, temperature: float) -> tuple[Tensor, Tensor]:
+    """Pooled, sum-normalised patch saliency ``(B, g, g)`` and the candidate mask ``p >= mean(p)``."""
+    pooled = F.adaptive_avg_pool2d(saliency.double(), grid)[:, 0]
+    flat = pooled.flatten(1)
+    norm = flat / flat.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    sharp = torch.softmax(flat / flat.max(1, keepdim=True).values.clamp_min(torch.finfo(torch.float64).tiny) / temperature, dim=1)
+    candidates = sharp >= sharp.mean(1, keepdim=True)
+    return norm.view_as(pooled), candidates.view_as(pooled)
+
+
+@register_mixer
+class SaliencyGrafting(Mixer):
+    """Graft randomly sampled salient patches of the partner; label = saliency each image still shows.
+
+    Args:
+        alpha: Beta(alpha, alpha) for the grafting probability ``rho`` (UNCONFIRMED; default 1.0).
+        grid: patches per side (UNCONFIRMED; default 8).
+        temperature: softmax temperature of the patch saliency (UNCONFIRMED; default 0.2).
+        saliency_source: ``"gradient"`` (``model=``; default), ``"context"``, ``"gaze"``, ``"fine_grained"`` or
+            ``"spectral_residual"``.
+        pairing: ``"randperm"``, ``"flip"`` or ``"roll"``.
+    """
+
+    name = "saliency_grafting"
+    summary = "EXPERIMENTAL: graft stochastically sampled salient partner patches, saliency-calibrated label"
+    reference = ("Park et al., Saliency Grafting: Innocuous Attribution-Guided Mixup with Calibrated Label Mixing, "
+                 "AAAI 2022")
+    content_independent = False
+
+    def __init__(self, *, alpha: float = 1.0, grid: int = 8, temperature: float = 0.2,
+                 saliency_source: str = "gradient", pairing: str = "randperm", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
+        if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1:
+            raise ValueError(f"grid must be a positive integer, got {grid!r}")
+        check_range("temperature", temperature, 0.0, float("inf"), lo_open=True, hi_open=True)
+        check_saliency_source(saliency_source)
+        draw_partners(1, self.generator, pairing)
+        self.alpha, self.grid, self.temperature = float(alpha), grid, float(temperature)
+        self.saliency_source, self.pairing = saliency_source, pairing
+        self.needs = needs_for_source(saliency_source)
+
+    def context_help(self) -> str:
+        return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"
+
+    def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
+        b, (h, w) = images.shape[0], images.shape[-2:]
+        if self.grid > min(h, w):
+            raise ValueError(f"grid={self.grid} patches per side exceeds the image size {h}x{w}")
+        index = draw_partners(b, generator, self.pairing)
+        rho = sample_beta(self.alpha, b, generator).double()
+        coins = torch.rand((b, self.grid, self.grid), generator=generator, dtype=torch.float64)
+        sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()
+        norm, candidates = graft_candidates(sal, self.grid, self.temperature)
+        norm, candidates = norm.cpu(), candidates.cpu()
+        graft = candidates[index] & (coins < rho.view(-1, 1, 1))
+        shown_partner = (norm[index] * graft).flatten(1).sum(1)
+        shown_own = (norm * ~graft).flatten(1).sum(1)
+        return {"index": index, "rho": rho.float(), "graft": graft, "shown_own": shown_own.float(),
+                "shown_partner": shown_partner.float()}
+
+    def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
+        h, w = images.shape[-2:]
+        dev, dt = images.device, images.dtype
+        index = params["index"].to(dev)
+        pasted = F.interpolate(params["graft"].to(dev, dt).unsqueeze(1), size=(h, w), mode="nearest")
+        own_share = 1 - pasted
+        mixed = own_share * images + pasted * images[index]
+        own, partner = params["shown_own"].to(dev), params["shown_partner"].to(dev)
+        total = own + partner
+        area = own_share.flatten(1).double().mean(1).float()
+        lam = torch.where(total > 0, own / total.clamp_min(torch.finfo(torch.float32).tiny), area)
+        return self.pair_result(images, mixed, targets, index, own_share, lam, params)
