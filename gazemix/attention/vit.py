@@ -74,7 +74,10 @@ def as_patch_grid(attention: Tensor, hw: tuple[int, int], name: str = "attention
 
 
 def _recompute_attention(attn: nn.Module, x: Tensor) -> Tensor:
-    """``softmax(scale q k^T)`` of a timm ``Attention`` module for its input ``x`` ``(B, N, C)``: ``(B, heads, N, N)``."""
+    """``softmax(scale q k^T)`` of a timm ``Attention`` module for its input ``x`` ``(B, N, C)``.
+
+    Returns ``(B, heads, N, N)``, computed in float32.
+    """
     b, n, _ = x.shape
     heads, head_dim = attn.num_heads, attn.head_dim
     qkv = attn.qkv(x).reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)

@@ -54,5 +54,6 @@ class GazeMix(TdAttenMix):
             raise MixerInputError(f"{self.name} needs gaze= in the call: {self.context_help()}")
         super().check_context(images, targets, {"gaze": context["gaze"]})
 
-    def selection_maps(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    def selection_maps(self, images: Tensor, targets: Tensor,
+                       context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         return super().selection_maps(images, targets, {"gaze": context["gaze"]})

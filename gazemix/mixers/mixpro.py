@@ -120,10 +120,12 @@ class MixPro(Mixer):
             return result
         missing = [k for k in ("attention", "logits") if outputs.get(k) is None]
         if missing:
-            raise MixerInputError(f"{self.name}.relabel needs {', '.join(k + '=' for k in missing)}: {self.context_help()}")
+            keys = ", ".join(k + "=" for k in missing)
+            raise MixerInputError(f"{self.name}.relabel needs {keys}: {self.context_help()}")
         logits = outputs["logits"].detach().float().to(result.images.device)
         if logits.shape != result.targets.shape:
-            raise MixerInputError(f"logits= must be {tuple(result.targets.shape)} like the targets, got {tuple(logits.shape)}")
+            raise MixerInputError(f"logits= must be {tuple(result.targets.shape)} like the targets, "
+                                  f"got {tuple(logits.shape)}")
         lam_area = result.lam.float()
         lam_attn = 1.0 - pasted_attention_fraction(result, outputs["attention"])
         sim = F.cosine_similarity(result.targets.float(), logits.softmax(dim=-1), dim=-1).clamp(0, 1)

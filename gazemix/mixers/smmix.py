@@ -103,11 +103,13 @@ class MaxMinSquareMixer(Mixer):
     def check_context(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> None:
         """Raise :class:`MixerInputError` saying what to pass when the context cannot give a map."""
 
-    def selection_maps(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    def selection_maps(self, images: Tensor, targets: Tensor,
+                       context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """``(maps (B, h, w), extra params)`` for a square batch."""
         raise NotImplementedError
 
-    def square_lam(self, maps: Tensor, index: Tensor, own_sq: Tensor, src_sq: Tensor, lam_area: Tensor) -> dict[str, Tensor]:
+    def square_lam(self, maps: Tensor, index: Tensor, own_sq: Tensor, src_sq: Tensor,
+                   lam_area: Tensor) -> dict[str, Tensor]:
         """Label weights of a square batch; SMMix: the own area."""
         return {"lam": lam_area}
 
@@ -188,7 +190,8 @@ class SMMix(MaxMinSquareMixer):
         if context.get("attention") is None and not isinstance(context.get("model"), nn.Module):
             raise MixerInputError(f"{self.name} needs attention= or model= in the call: {self.context_help()}")
 
-    def selection_maps(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    def selection_maps(self, images: Tensor, targets: Tensor,
+                       context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         extra: dict[str, Any] = {}
         if context.get("attention") is not None:
             maps = as_patch_grid(context["attention"], tuple(images.shape[-2:]))

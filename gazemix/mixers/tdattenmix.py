@@ -99,7 +99,8 @@ class TdAttenMix(MaxMinSquareMixer):
     """
 
     name = "tdattenmix"
-    summary = "paste the partner's most top-down-attended token square over the own least-attended; ½ area + ½ attention label"
+    summary = ("paste the partner's most top-down-attended token square over the own least-attended; "
+               "label ½ area + ½ attention")
     reference = "Wang, Gu, Lu, TdAttenMix: Top-Down Attention Guided Mixup, AAAI 2025 (arXiv 2501.15409)"
     needs = ("model",)
 
@@ -134,9 +135,10 @@ class TdAttenMix(MaxMinSquareMixer):
             raise MixerInputError(f"{self.name} with balance={self.balance} needs attention= (bottom-up class-token "
                                   "attention, (B, N) or (B, h, w), e.g. from gazemix.attention.class_token_attention)")
         gaze = context.get("gaze")
-        if gaze is not None and (not isinstance(gaze, Tensor) or tuple(gaze.shape) != (images.shape[0], 1, *images.shape[-2:])):
-            raise MixerInputError(f"gaze= must be ({images.shape[0]}, 1, {images.shape[-2]}, {images.shape[-1]}) like the "
-                                  f"images, got {tuple(gaze.shape) if isinstance(gaze, Tensor) else type(gaze).__name__}")
+        want = (images.shape[0], 1, *images.shape[-2:])
+        if gaze is not None and (not isinstance(gaze, Tensor) or tuple(gaze.shape) != want):
+            got = tuple(gaze.shape) if isinstance(gaze, Tensor) else type(gaze).__name__
+            raise MixerInputError(f"gaze= must be {want} like the images, got {got}")
 
     def gaze_grid(self, hw: tuple[int, int]) -> tuple[int, int]:
         return max(1, hw[0] // self.patch_size), max(1, hw[1] // self.patch_size)
@@ -155,7 +157,8 @@ class TdAttenMix(MaxMinSquareMixer):
             td = gaze if td is None else blend_maps(td.to(images.device), gaze, self.gaze_weight)
         return td
 
-    def selection_maps(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    def selection_maps(self, images: Tensor, targets: Tensor,
+                       context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         td = self.topdown_maps(images, targets, context) if self.balance > 0 else None
         if self.balance < 1:
             bu = as_patch_grid(context["attention"], tuple(images.shape[-2:])).to(images.device)
@@ -169,6 +172,7 @@ class TdAttenMix(MaxMinSquareMixer):
             extra["clean_logits"] = context["logits"].detach()
         return maps, extra
 
-    def square_lam(self, maps: Tensor, index: Tensor, own_sq: Tensor, src_sq: Tensor, lam_area: Tensor) -> dict[str, Tensor]:
+    def square_lam(self, maps: Tensor, index: Tensor, own_sq: Tensor, src_sq: Tensor,
+                   lam_area: Tensor) -> dict[str, Tensor]:
         lam_attn = attention_ratio(maps, index, own_sq, src_sq, lam_area, self.ratio_mode)
         return {"lam_attn": lam_attn, "lam": (1.0 - self.attn_weight) * lam_area + self.attn_weight * lam_attn}

@@ -96,7 +96,8 @@ def teacher_label_maps(model: nn.Module, images: Tensor, targets: Tensor) -> Ten
     head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "head", None)
     if not isinstance(head, nn.Linear) or not hasattr(model, "forward_features"):
         raise MixerInputError(f"model= {type(model).__name__} needs forward_features and a linear classifier "
-                              "(get_classifier()); or pass label_maps= (B, h, w) teacher maps of the ground-truth class")
+                              "(get_classifier()); or pass label_maps= (B, h, w) teacher maps of the "
+                              "ground-truth class")
     was_training = model.training
     model.eval()
     try:
@@ -126,7 +127,8 @@ def _unit_maps(maps: Tensor, grid: tuple[int, int]) -> Tensor:
     if tuple(m.shape[-2:]) != grid:
         m = F.adaptive_avg_pool2d(m.unsqueeze(1), grid)[:, 0]
     total = m.flatten(1).sum(1).view(-1, 1, 1)
-    return torch.where(total > 0, m / total.clamp_min(torch.finfo(m.dtype).tiny), torch.full_like(m, 1.0 / m[0].numel()))
+    uniform = torch.full_like(m, 1.0 / m[0].numel())
+    return torch.where(total > 0, m / total.clamp_min(torch.finfo(m.dtype).tiny), uniform)
 
 
 @register_mixer
@@ -216,7 +218,8 @@ class TokenMix(Mixer):
         if not params["use_tokens"]:
             lam = params["lam_mixup"].to(dev)
             share = lam.view(-1, 1, 1, 1).to(images.dtype)
-            return self.pair_result(images, torch.lerp(images[index], images, share), targets, index, share, lam, params)
+            mixed = torch.lerp(images[index], images, share)
+            return self.pair_result(images, mixed, targets, index, share, lam, params)
         grid = params["grid"]
         pasted = params["pasted_tokens"].to(dev)
         ey, ex = token_edges(grid[0], h, dev), token_edges(grid[1], w, dev)

@@ -91,7 +91,8 @@ class TransMix(Mixer):
         return {"area_weight": self.area_weight, **self._switch.config()}
 
     def context_help(self) -> str:
-        return "call relabel(result, attention=) after the forward: last-block class-token attention, (B, N) or (B, h, w)"
+        return ("call relabel(result, attention=) after the forward: last-block class-token attention, "
+                "(B, N) or (B, h, w)")
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         return self._switch.sample(images, targets, generator=generator)
