@@ -3,9 +3,11 @@
 Usage:
     gazemix train --data demo --model deit_tiny_patch16_224 --mixer tdattenmix --epochs 30 --out runs/demo-tdattenmix
     gazemix train --data demo --model resnet18 --mixer cutmix --img-size 64 --epochs 10 --out runs/demo-cutmix
-    gazemix train --data cub --root ~/data/CUB --model deit_small_patch16_224 --mixer tdattenmix \\
+    gazemix train --data cub --root ~/data/CUB_200_2011 --gaze-root ~/data/CUB-GHA/data_5runs \\
+        --model deit_small_patch16_224 --mixer tdattenmix --crop-scale 0.5 1 \\
         --pretrained-path ~/weights/deit_small.pth --epochs 100 --batch-size 64 --out runs/cub-tdattenmix
-    torchrun --nproc-per-node 4 -m gazemix train --data cub --root ~/data/CUB --mixer transmix --out runs/cub-transmix
+    torchrun --nproc-per-node 4 -m gazemix train --data cub --root ~/data/CUB_200_2011 \\
+        --gaze-root ~/data/CUB-GHA/data_5runs --mixer cutmix --out runs/cub-cutmix
     gazemix train ... --resume                 # continue from <out>/last.pt
 
 Writes ``config.json``, ``metrics.csv`` (one row per epoch), ``curves.png``, ``last.pt`` and ``best.pt`` to
@@ -39,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train a timm classifier with a gazemix mixer; see `gazemix mixers` for names.")
     p.add_argument("--data", choices=("demo", "cub", "folder"), default=DEFAULTS.data,
                    help="demo (embedded, synthetic), cub (CUB-200-2011 + CUB-GHA) or folder (class sub-folders)")
-    p.add_argument("--root", help="data folder for --data cub/folder")
+    p.add_argument("--root", help="data folder: CUB_200_2011 for --data cub, the image folder for --data folder")
+    p.add_argument("--gaze-root", help="CUB-GHA folder with Fixation_run<k>.txt (--data cub)")
     p.add_argument("--model", default=DEFAULTS.model, help="timm model name, built with pretrained=False")
     p.add_argument("--mixer", default=DEFAULTS.mixer, help="registered mixer name, or 'none'")
     p.add_argument("--mixer-opt", action="append", type=_mixer_option, default=[], metavar="KEY=VALUE",
@@ -80,7 +83,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if getattr(args, name) < (0 if name == "workers" else 1):
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     resume = str(Path(args.out) / "last.pt") if args.resume == "auto" else args.resume
-    return TrainConfig(data=args.data, root=args.root, model=args.model, mixer=args.mixer,
+    return TrainConfig(data=args.data, root=args.root, gaze_root=args.gaze_root, model=args.model, mixer=args.mixer,
                        mixer_options=dict(args.mixer_opt), epochs=args.epochs, batch_size=args.batch_size,
                        img_size=args.img_size, patch_size=args.patch_size, out=args.out,
                        pretrained_path=args.pretrained_path, num_classes=args.num_classes, seed=args.seed,

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "resolve_recipe"]
+__all__ = ["TrainConfig", "model_family", "resolve_recipe"]
 
 
 @dataclass
@@ -22,6 +22,7 @@ class TrainConfig:
 
     data: str = "demo"
     root: str | None = None
+    gaze_root: str | None = None
     model: str = "deit_tiny_patch16_224"
     mixer: str = "tdattenmix"
     mixer_options: dict[str, Any] = field(default_factory=dict)
@@ -56,13 +57,20 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _family(model: str) -> str:
-    return "vit" if model.startswith(("vit", "deit", "eva", "beit", "cait", "xcit")) else "cnn"
+VIT_MODULES = ("vision_transformer", "vision_transformer_relpos", "deit", "eva", "beit", "cait", "xcit")
+
+
+def model_family(model: str) -> str:
+    """``"vit"`` for models defined in timm's ViT-family modules, else ``"cnn"`` (unknown names too)."""
+    from timm.models import is_model, model_entrypoint
+    if not is_model(model):
+        return "cnn"
+    return "vit" if model_entrypoint(model).__module__.rsplit(".", 1)[-1] in VIT_MODULES else "cnn"
 
 
 def resolve_recipe(cfg: TrainConfig, world_size: int = 1) -> TrainConfig:
     """A copy of ``cfg`` with every ``None`` default filled for the model family and total batch size."""
-    vit = _family(cfg.model) == "vit"
+    vit = model_family(cfg.model) == "vit"
     total = cfg.batch_size * world_size
     base_lr = 5e-4 if vit else 1e-3
     return dataclasses.replace(

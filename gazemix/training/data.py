@@ -180,9 +180,14 @@ class TrainData:
                                 f"but there are {k} classes ({', '.join(self.class_names[:5])}...)")
 
 
-def build_data(data: str, root: str | None, img_size: int, *, seed: int = 0, demo_train: int = 512,
-               demo_val: int = 128, val_fraction: float = 0.1) -> TrainData:
-    """The train/validation sets named by ``--data`` (``demo``, ``cub`` or ``folder``)."""
+def build_data(data: str, root: str | None, img_size: int, *, gaze_root: str | None = None, seed: int = 0,
+               demo_train: int = 512, demo_val: int = 128, val_fraction: float = 0.1) -> TrainData:
+    """The train/validation sets named by ``--data``.
+
+    ``demo``: the embedded synthetic set. ``cub``: ``root`` = the ``CUB_200_2011`` folder, ``gaze_root`` = CUB-GHA's
+    ``data_5runs`` folder; CUB's own train/test split. ``folder``: ``root/<class>/<image>`` with gaze beside each
+    image; ``root/train`` + ``root/val`` when both exist, else a seeded ``val_fraction`` hold-out.
+    """
     if data == "demo":
         from gazemix.demo import make_demo
         tr = make_demo(n=demo_train, size=base_size(img_size), seed=seed)
@@ -193,12 +198,16 @@ def build_data(data: str, root: str | None, img_size: int, *, seed: int = 0, dem
         raise DataError(f"--data {data} needs --root: the folder you downloaded the data set to")
     if data == "cub":
         from data_adapters.cub_gha import CubGha
-        source = CubGha(root)
-        samples = [s for s in source if s.image_path is not None]
-        train = [s for s in samples if s.meta.get("split") == "train"]
-        val = [s for s in samples if s.meta.get("split") == "test"]
+        if gaze_root is None:
+            raise DataError("--data cub needs --gaze-root: the CUB-GHA folder holding Fixation_run<k>.txt "
+                            "(--root is the CUB_200_2011 folder)")
+        source = CubGha(gaze_root, root)
+        if not source.class_names:
+            raise DataError(f"{root}: no CUB-200-2011 classes.txt: --root must be the CUB_200_2011 folder")
+        train = [s for s in source if s.meta.get("split") == "train"]
+        val = [s for s in source if s.meta.get("split") == "test"]
         names = list(source.class_names)
-        desc = f"CUB-200-2011 + CUB-GHA at {root}"
+        desc = f"CUB-200-2011 at {root} with CUB-GHA gaze from {gaze_root}"
     elif data == "folder":
         train, val, names = _folder_split(Path(root), seed, val_fraction)
         desc = f"image folder {root}"

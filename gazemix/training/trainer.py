@@ -134,7 +134,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if data is None:
-        data = build_data(cfg.data, cfg.root, cfg.img_size, seed=cfg.seed, demo_train=cfg.demo_train,
+        data = build_data(cfg.data, cfg.root, cfg.img_size, gaze_root=cfg.gaze_root, seed=cfg.seed, demo_train=cfg.demo_train,
                           demo_val=cfg.demo_val)
     data.check()
     k = len(data.class_names)
