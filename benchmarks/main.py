@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     p.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per implementation (default 10; median)")
-    p.add_argument("--device", default="all", help="cpu, cuda or all (default: cpu, plus cuda when present)")
+    p.add_argument("--device", default="all",
+                   help="cpu, cuda, auto (cuda when present, else cpu) or all (default: cpu, plus cuda when present)")
     p.add_argument("--mixers", default=None, help="comma-separated mixer names (default: every content-independent one)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (batch 8, 32 px) and one repeat: a smoke run")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -54,13 +55,13 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def devices_from_arg(name: str) -> list[torch.device]:
+    from gazemix.cli._util import resolve_device
+
     if name == "all":
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu, cuda or all, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA device is available (use --device cpu)")
-    return [torch.device(name)]
+    if name not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"--device must be cpu, cuda, auto or all, got {name!r}")
+    return [resolve_device(name)]
 
 
 def _fmt(v: object, digits: int = 2) -> str:

@@ -27,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
@@ -145,8 +146,10 @@ def peak_extra_mb(impl: Impl, device: torch.device) -> float:
         return peak / 2 ** 20
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = impl.call(arg)
+    with warnings.catch_warnings():  # some torch versions warn that each profiling cycle clears its events
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = impl.call(arg)
     del out
     events = sorted(prof.events(), key=lambda e: e.time_range.start)
     running = peak = 0
