@@ -270,8 +270,12 @@ def test_gaze_blends_with_the_model_map():
     opts = dict(num_classes=2, seed=0, switch_prob=1.0, min_side_ratio=0.25, max_side_ratio=0.25)
     only_gaze = create_mixer("tdattenmix", gaze_weight=1.0, **opts)(x, y, topdown=topdown, gaze=gaze)
     assert only_gaze.params["src_pos"].tolist() == [[3, 3]] * 2
-    no_gaze = create_mixer("tdattenmix", gaze_weight=0.0, **opts)(x, y, topdown=topdown, gaze=gaze)
-    assert no_gaze.params["src_pos"].tolist() == [[0, 0]] * 2
+    default = create_mixer("tdattenmix", **opts)(x, y, topdown=topdown, gaze=gaze)  # official: gaze unused
+    assert default.params["src_pos"].tolist() == [[0, 0]] * 2
+    blend = create_mixer("tdattenmix", gaze_weight=0.5, **opts)(x, y, topdown=topdown, gaze=gaze)
+    assert blend.params["maps"][0, 0, 0] > 0 and blend.params["maps"][0, 3, 3] > 0
+    with pytest.raises(MixerInputError, match="gaze_weight > 0"):
+        create_mixer("tdattenmix", **opts)(x, y, gaze=gaze)
 
 
 def test_gazemix_pastes_the_looked_at_box_and_labels_by_gaze():

@@ -28,8 +28,8 @@ Map sources (the call context), combined as the module's "balance" of top-down a
 
 * top-down: ``topdown=`` a precomputed ``(B, h, w)`` map, or ``model=`` a provider (a ``TopDownViT``, the timm ViT
   being trained, or a callable ``(images, labels) -> (B, h, w)``; see
-  :func:`gazemix.attention.topdown.topdown_attention`), and/or ``gaze=`` human gaze ``(B, 1, H, W)`` in place of
-  (``gaze_weight=1``) or blended with the model's map;
+  :func:`gazemix.attention.topdown.topdown_attention`), and/or ``gaze=`` human gaze ``(B, 1, H, W)``, ignored by
+  default (``gaze_weight=0``), blended with the model's map (``0 < gaze_weight < 1``) or in its place (``1``);
 * bottom-up: ``attention=`` the class-token attention of the model being trained (``(B, N)`` or ``(B, h, w)``),
   used when ``balance < 1``.
 
@@ -90,8 +90,8 @@ class TdAttenMix(MaxMinSquareMixer):
         ratio_mode: ``"per_sample"`` (default) or ``"official"`` (batch-pooled, own-map indexing as released).
         attn_weight: weight of ``lam_attn`` in the label (official 0.5).
         balance: weight of the top-down map against the bottom-up ``attention=`` (1: top-down only, official).
-        gaze_weight: weight of human ``gaze=`` against the model's top-down map when both are given
-            (1: gaze in place of the model's map; 0: ignore gaze).
+        gaze_weight: weight of human ``gaze=`` in the top-down map: 0 (default, the official method) ignores gaze;
+            0.5 blends it with the model's map (gaze-guided TdAttenMix); 1 uses gaze in place of the model's map.
         threshold: read-out threshold applied to gaze maps, as the module applies it to its own map (0.7).
         patch_size: token size in pixels for gaze-only maps (grid ``(H // p, W // p)``; default 16).
         switch_prob, mixup_alpha, min_side_ratio, max_side_ratio, pairing: see
@@ -105,7 +105,7 @@ class TdAttenMix(MaxMinSquareMixer):
     needs = ("model",)
 
     def __init__(self, *, ratio_mode: str = "per_sample", attn_weight: float = 0.5, balance: float = 1.0,
-                 gaze_weight: float = 0.5, threshold: float | None = 0.7, patch_size: int = 16, **kwargs: Any) -> None:
+                 gaze_weight: float = 0.0, threshold: float | None = 0.7, patch_size: int = 16, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if ratio_mode not in RATIO_MODES:
             raise ValueError(f"ratio_mode must be one of {RATIO_MODES}, got {ratio_mode!r}")
@@ -122,7 +122,8 @@ class TdAttenMix(MaxMinSquareMixer):
     def context_help(self) -> str:
         return ("pass model= (a gazemix.attention.TopDownViT with your weights, the timm ViT being trained, or a "
                 "callable (images, labels) -> (B, h, w)), or topdown= a (B, h, w) map, or gaze= (B, 1, H, W) human "
-                "gaze; with balance < 1 also attention= (the trained model's class-token attention)")
+                "gaze with gaze_weight > 0; with balance < 1 also attention= (the trained model's class-token "
+                "attention)")
 
     def _uses_gaze(self, context: Mapping[str, Any]) -> bool:
         return context.get("gaze") is not None and self.gaze_weight > 0
