@@ -13,6 +13,7 @@ import argparse
 import csv
 import math
 import sys
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -123,7 +124,7 @@ def bar_chart(path: Path, rows: list[MixerRow], title: str) -> None:
         ax.set_ylabel("ms per batch (log)")
         ax.set_title(f"{device}", fontsize=10)
         ax.legend(fontsize=8, ncol=len(IMPL_ORDER))
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
