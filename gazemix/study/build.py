@@ -147,7 +147,7 @@ def _mix_items(src: SourceSet, mixer_name: str, k: int, seed: int, media: Path, 
 
 def _check_items(src: SourceSet, k: int, mode: str, seed: int, media: Path, rel: Path) -> list[ItemRecord]:
     """``k`` unmixed images; the pure image is image 1 or image 2 at random (so ``lam`` is 1 or 0)."""
-    if mode == "click" and src.masks is None:
+    if k and mode == "click" and src.masks is None:
         raise StudyInputError(f"attention checks in click mode need object masks, which --data {src.name} lacks; "
                               "pass --checks 0")
     rng = np.random.default_rng([seed, 7])
