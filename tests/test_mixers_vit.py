@@ -20,7 +20,7 @@ from gazemix.mixers.smmix import consistency_loss, fine_grained_loss, region_tok
 from gazemix.mixers.tdattenmix import attention_ratio
 from gazemix.mixers.tlalign import TokenLabelAligner, align_step
 from gazemix.mixers.tokenmix import block_token_masks, random_token_masks
-from tests.conftest import needs_cuda
+from tests.conftest import SHARED, needs_cuda, needs_shared
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -474,3 +474,24 @@ def test_on_cuda(case):
         m = mixer_of(case)
         out = m.relabel(r, attention=torch.rand(4, 16).cuda(), logits=torch.randn(4, 8).cuda())
         assert out.targets.is_cuda
+
+
+# ----------------------------------------------------------------------------------------------- real gaze
+@needs_shared
+def test_gazemix_on_real_cub_gha_gaze_pastes_looked_at_squares():
+    """On real CUB-GHA gaze, GazeMix's pasted square carries more partner gaze, and its replaced square hides less
+    own gaze, than a square of the same size at a random place (the average over all places)."""
+    from data_adapters.cub_gha import CubGha
+    from gazemix.gaze import render_gaze_maps
+
+    samples = CubGha(SHARED / "data" / "cub_gha", runs=(1,)).samples[:64]
+    gaze = render_gaze_maps([s.fixations for s in samples], [s.size for s in samples], (112, 112)).maps
+    x, y = torch.rand(64, 3, 112, 112, generator=GEN), torch.arange(64)
+    r = create_mixer("gazemix", num_classes=64, seed=0, min_side_ratio=0.45, max_side_ratio=0.45)(x, y, gaze=gaze)
+    s = r.params["side"] * 16  # 3 tokens of 16 px
+    own, partner = r.replay(gaze)
+    window_mass = torch.nn.functional.avg_pool2d(gaze, s, stride=16, divisor_override=1).flatten(1)
+    random_square = window_mass.mean(1)  # expected gaze in a square at a random token-aligned place
+    assert float(partner.mean()) > 1.5 * float(random_square[r.index].mean())
+    assert float((1 - own).mean()) < float(random_square.mean())
+    assert bool(((r.lam > 0) & (r.lam < 1)).all())
