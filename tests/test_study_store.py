@@ -239,3 +239,23 @@ def test_build_study_provenance_and_cli(tmp_path, capsys):
     assert (tmp_path / "e" / "responses.csv").is_file()
     assert main(["humans", "report", "--db", str(tmp_path / "nope.sqlite"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_demo_click_study_clicks_vs_gaze(tmp_path):
+    db = tmp_path / "d.sqlite"
+    build_study(db, data="demo", mixers=["mixup", "cutmix"], n=4, size=32, pool=8, checks=1, mode="click", repeats=0)
+    t = load_tables(db)
+    assert t.items.loc[t.items["is_check"] == 0, "gaze_lam"].between(0, 1).all()
+    study = get_study(db)
+    ann = start_annotator(db, study, "clicker")
+    while (asg := next_assignment(db, ann)) is not None:
+        if asg.item["gaze_path"]:  # click at the gaze map's peak
+            g = np.load(tmp_path / asg.item["gaze_path"])
+            y, x = np.unravel_index(np.argmax(g), g.shape)
+        else:
+            y1, x1, y2, x2 = json.loads(asg.item["check_answer"])["box"]
+            y, x = (y1 + y2 - 1) / 2, (x1 + x2 - 1) / 2
+        submit_answer(db, study, ann, asg.position, asg.item["id"], Answer(clicks=[[float(x), float(y)]]))
+    s = write_report(db, tmp_path / "rep")
+    assert s["attention_checks"]["pass_rate"] == 1.0
+    assert s["click_vs_gaze"]["n_items"] == 4 and s["click_vs_gaze"]["nss_mean"] > 1.0  # peaks are far above mean
