@@ -122,6 +122,16 @@ def test_determinism_inputs_untouched_and_batch_of_one(case):
     assert one.images.shape == (1, 3, 32, 32) and int(one.index) == 0
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_caller_fixed_partners_are_used(case):
+    x, y = torch.rand(4, 3, 32, 32, generator=GEN), torch.arange(4)
+    index = torch.tensor([2, 0, 3, 1])
+    r = mixer_of(case)(x, y, index=index, **CASES[case][1](x, y))
+    assert torch.equal(r.index.cpu(), index)
+    with pytest.raises(MixerInputError, match="index="):
+        mixer_of(case)(x, y, index=torch.tensor([0, 1]), **CASES[case][1](x, y))
+
+
 def test_relabel_is_identity_for_plain_mixers_and_required_for_two_phase_ones():
     x, y = torch.rand(4, 3, 32, 32, generator=GEN), torch.arange(4)
     r = run("smmix", x, y)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixerInputError, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixerInputError, MixResult, check_range, sample_beta
 from gazemix.mixers.switch import MixupCutMixSwitch
 from gazemix.mixers.transmix import pasted_attention_fraction, with_label_weights
 from gazemix.registry import register_mixer
@@ -98,10 +98,10 @@ class MixPro(Mixer):
         use_maskmix = bool(torch.rand(1, generator=generator) < self.maskmix_prob)
         ratio = float(sample_beta(self.alpha, 1, generator))
         masks = maskmix_masks(b, hw, self.mask_patch_size, ratio, generator)
-        switch = self._switch.sample(images, targets, generator=generator)
+        switch = self._switch.sample(images, targets, generator=generator, **context)
         if not use_maskmix:
             return {**switch, "use_maskmix": False}
-        return {"use_maskmix": True, "ratio": ratio, "masks": masks, "index": draw_partners(b, generator, "randperm")}
+        return {"use_maskmix": True, "ratio": ratio, "masks": masks, "index": self.partners(b, generator, "randperm", context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         soft = self.soft(targets, images.device)

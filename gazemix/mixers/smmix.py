@@ -34,8 +34,20 @@ from gazemix.contract import BoxWarp, Mixer, MixerInputError, MixResult, check_r
 from gazemix.mixers.boxes import boxes_to_mask
 from gazemix.registry import register_mixer
 
-__all__ = ["MaxMinSquareMixer", "SMMix", "consistency_loss", "fine_grained_loss", "region_token_means",
-           "square_side_range", "window_extrema"]
+__all__ = ["MaxMinSquareMixer", "SMMix", "check_index", "consistency_loss", "fine_grained_loss",
+           "region_token_means", "square_side_range", "window_extrema"]
+
+
+def check_index(images: Tensor, context: Mapping[str, Any]) -> None:
+    """Validate a caller-fixed ``index=`` as :meth:`Mixer.__call__` does, for mixers that override the call."""
+    index, b = context.get("index"), images.shape[0]
+    if index is None:
+        return
+    if not isinstance(index, Tensor) or index.shape != (b,) or index.is_floating_point():
+        raise MixerInputError(f"index= must be an integer tensor of shape ({b},), got "
+                              f"{tuple(index.shape) if isinstance(index, Tensor) else type(index).__name__}")
+    if b and (int(index.min()) < 0 or int(index.max()) >= b):
+        raise MixerInputError(f"index= values must lie in [0, {b - 1}]")
 
 
 def square_side_range(grid: tuple[int, int], min_ratio: float, max_ratio: float) -> tuple[int, int]:
@@ -117,6 +129,7 @@ class MaxMinSquareMixer(Mixer):
     def __call__(self, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None,
                  **context: Any) -> MixResult:
         self.check_inputs(images, targets)
+        check_index(images, context)
         self.check_context(images, targets, context)
         params = self.sample(images, targets, generator=generator if generator is not None else self.generator,
                              **context)
@@ -127,7 +140,7 @@ class MaxMinSquareMixer(Mixer):
         use_square = bool(torch.rand(1, generator=generator) < self.switch_prob)
         lam_mixup = sample_beta(self.mixup_alpha, 1, generator).expand(b)
         u_side = float(torch.rand(1, generator=generator))
-        index = draw_partners(b, generator, self.pairing).to(dev)
+        index = self.partners(b, generator, self.pairing, context).to(dev)
         params: dict[str, Any] = {"use_square": use_square, "index": index, "lam_mixup": lam_mixup}
         if not use_square:
             return params

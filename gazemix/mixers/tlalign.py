@@ -71,7 +71,7 @@ class TLAlign(Mixer):
         grid = (max(1, h // self.patch_size), max(1, w // self.patch_size))
         n = 1 if self.mode == "batch" else b
         token_boxes = cutmix_boxes(grid, sample_beta(self.alpha, n, generator), generator).expand(b, 4)
-        return {"grid": grid, "token_boxes": token_boxes, "index": draw_partners(b, generator, self.pairing)}
+        return {"grid": grid, "token_boxes": token_boxes, "index": self.partners(b, generator, self.pairing, context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         dev, (h, w) = images.device, images.shape[-2:]

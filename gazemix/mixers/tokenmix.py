@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from gazemix.attention.vit import num_prefix_tokens, token_edges
 from gazemix.contract import Mixer, MixerInputError, MixResult, check_range, draw_partners, sample_beta
+from gazemix.mixers.smmix import check_index
 from gazemix.registry import register_mixer
 
 __all__ = ["TokenMix", "block_token_masks", "random_token_masks", "teacher_label_maps"]
@@ -181,6 +182,7 @@ class TokenMix(Mixer):
         if self.teacher_labels and context.get("model") is None and context.get("label_maps") is None:
             raise MixerInputError(f"{self.name} needs model= or label_maps= in the call: {self.context_help()}")
         self.check_inputs(images, targets)
+        check_index(images, context)
         params = self.sample(images, targets, generator=generator if generator is not None else self.generator,
                              **context)
         return self.apply(images, targets, params)
@@ -199,7 +201,7 @@ class TokenMix(Mixer):
         n = min(n_all, int((1.0 - lam) * n_all) + self.extra_tokens)
         make = block_token_masks if self.mask_type == "block" else random_token_masks
         pasted = make(b, grid, n, generator)
-        index = draw_partners(b, generator, self.pairing)
+        index = self.partners(b, generator, self.pairing, context)
         params: dict[str, Any] = {"use_tokens": use_tokens, "index": index, "lam_mixup": lam_mixup, "grid": grid,
                                   "n_tokens": n, "pasted_tokens": pasted}
         if use_tokens and self.teacher_labels:

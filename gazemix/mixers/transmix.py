@@ -95,7 +95,7 @@ class TransMix(Mixer):
                 "(B, N) or (B, h, w)")
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
-        return self._switch.sample(images, targets, generator=generator)
+        return self._switch.sample(images, targets, generator=generator, **context)
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         r = self._switch.apply(images, targets, params)
