@@ -199,3 +199,43 @@ def test_resume_refuses_corrupt_and_foreign_checkpoints(tmp_path):
 def test_cuda_step_with_amp(tmp_path):
     result = train(cfg(tmp_path, device="cuda", mixer="tdattenmix"), data=tiny_data())
     assert result["epoch"] == 1 and result["train_loss"] == result["train_loss"]
+
+
+def test_cli_trains_on_the_demo_set_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["train", "--data", "demo", "--demo-train", "16", "--demo-val", "8", "--model", "test_vit", "--patch-size",
+            "8", "--img-size", "32", "--mixer", "tdattenmix", "--batch-size", "8", "--workers", "0", "--device", "cpu",
+            "--quiet", "--out", str(out), "--lr", "1e-3"]
+    assert main(args + ["--epochs", "1"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(args + ["--epochs", "2", "--resume"]) == 0  # bare --resume: <out>/last.pt
+    second = json.loads(capsys.readouterr().out)
+    assert (first["epoch"], second["epoch"]) == (1, 2)
+    assert [r["epoch"] for r in read_metrics(out)] == ["1", "2"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["data_description"].startswith("the synthetic demo set") and config["mixer"] == "tdattenmix"
+
+
+def test_folder_data_renders_gaze_from_fixation_csvs(tmp_path):
+    from PIL import Image
+
+    from gazemix.training.data import build_data
+
+    rng = torch.Generator().manual_seed(0)
+    for c, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            pixels = (255 * torch.rand(30, 40, 3, generator=rng)).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / name / f"{i}.jpg")
+            (tmp_path / name / f"{i}.csv").write_text(f"x,y\n{5 + 20 * c},10\n{6 + 20 * c},12\n")
+    data = build_data("folder", str(tmp_path), 32, seed=0, val_fraction=0.2)
+    assert data.class_names == ["cat", "dog"] and data.has_gaze
+    assert (len(data.train), len(data.val)) == (8, 2)
+    image, label, gaze = data.train[0]
+    assert image.shape == (3, 36, 36) and gaze.shape == (1, 36, 36)
+    assert float(gaze.sum()) == pytest.approx(1.0, abs=1e-5)
+    cols = gaze[0].sum(dim=0)  # the fixations sit left (cat, x=5) or right (dog, x=25) of the 40-px image
+    left = float(cols[:18].sum())
+    assert (left > 0.5) == (int(label) == 0)
+    val_image, _ = data.val[0]
+    assert val_image.shape == (3, 32, 32)

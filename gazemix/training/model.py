@@ -13,7 +13,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModelError", "build_model", "is_vit", "load_pretrained"]
+__all__ = ["ModelError", "build_model", "check_model_name", "is_vit", "load_pretrained"]
 
 
 class ModelError(ValueError):
@@ -26,6 +26,17 @@ def is_vit(model: nn.Module) -> bool:
             and hasattr(model.blocks[-1], "attn") and hasattr(model, "num_prefix_tokens"))
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a name timm does not know, listing the closest ones."""
+    if not timm.is_model(name):
+        family = timm.list_models(f"{name.split('_')[0]}*")[:8]
+        close = family or difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
+        hint = f" Closest timm models: {', '.join(close)}." if close else ""
+        raise ModelError(f"unknown model {name!r}.{hint} Any name of timm.list_models() works "
+                         f"({len(timm.list_models())} models), e.g. deit_tiny_patch16_224, vit_small_patch16_224, "
+                         f"resnet18, resnet50, convnext_tiny.")
+
+
 def build_model(name: str, num_classes: int, img_size: int, *, patch_size: int | None = None,
                 drop_path: float = 0.0) -> nn.Module:
     """``timm.create_model(name, pretrained=False, ...)`` with checks a user can act on.
@@ -33,13 +44,7 @@ def build_model(name: str, num_classes: int, img_size: int, *, patch_size: int |
     ViTs are built for ``img_size`` (and ``patch_size`` when given); the image side must be a multiple of
     the patch size.
     """
-    if name not in timm.list_models():
-        family = timm.list_models(f"{name.split('_')[0]}*")[:8]
-        close = family or difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
-        hint = f" Closest timm models: {', '.join(close)}." if close else ""
-        raise ModelError(f"unknown model {name!r}.{hint} Any name of timm.list_models() works "
-                         f"({len(timm.list_models())} models), e.g. deit_tiny_patch16_224, vit_small_patch16_224, "
-                         f"resnet18, resnet50, convnext_tiny.")
+    check_model_name(name)
     kwargs: dict[str, Any] = {"num_classes": num_classes, "drop_path_rate": drop_path}
     vit_kwargs = {"img_size": img_size, **({"patch_size": patch_size} if patch_size else {})}
     try:

@@ -32,7 +32,7 @@ from gazemix.training.checkpoint import CheckpointError, load_checkpoint, save_c
 from gazemix.training.config import TrainConfig, resolve_recipe
 from gazemix.training.data import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, DataError, TrainData, build_data
 from gazemix.training.engine import Classifier, Trainer, evaluate
-from gazemix.training.model import ModelError, build_model, is_vit, load_pretrained
+from gazemix.training.model import ModelError, build_model, check_model_name, is_vit, load_pretrained
 
 __all__ = ["METRIC_COLUMNS", "train"]
 
@@ -126,6 +126,9 @@ def train(config: TrainConfig, data: TrainData | None = None) -> dict[str, Any]:
 
 
 def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | None) -> dict[str, Any]:
+    check_model_name(config.model)  # names first: a typo must not wait for the data set
+    if config.mixer.lower() != "none":
+        mixer_class(config.mixer)
     cfg = resolve_recipe(config, info.world_size)
     out = Path(cfg.out)
     if info.is_main:

@@ -1,0 +1,35 @@
+"""`torchrun --nproc-per-node 2 -m gazemix train` on CPU (gloo): one results layout, written by rank 0."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch.distributed as dist
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="this PyTorch build has no gloo backend")
+
+
+def test_two_process_torchrun_cpu(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "gazemix", "train", "--data", "demo", "--demo-train", "16", "--demo-val", "8", "--model", "test_vit",
+           "--patch-size", "8", "--img-size", "32", "--mixer", "smmix", "--epochs", "1", "--batch-size", "4",
+           "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1  # only rank 0 reports
+    result = json.loads(lines[0])
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2 and config["steps_per_epoch"] == 2  # 16 images / (2 ranks x 4)
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and float(rows[0]["train_loss"]) == pytest.approx(result["train_loss"])
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
