@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,7 +28,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gazemix.cli.app import add_arguments  # noqa: E402
-from gazemix.study import (Answer, Assignment, StudyInputError, check_annotator_id, get_study, next_assignment,
+from gazemix.study import (Answer, StudyInputError, check_annotator_id, get_study, next_assignment,
                            open_existing, progress, start_annotator, submit_answer)  # noqa: E402
 
 __all__ = ["build_app", "main", "parse_auth"]
@@ -42,25 +43,43 @@ INSTRUCTIONS = {
              "times). Then press Submit.",
 }
 DISPLAY_HEIGHT = 320
+DISPLAY_MIN = 256
 
 
-def _load_image(root: Path, asg: Assignment) -> np.ndarray:
-    path = asg.item["image_path"]
-    if path:
-        return np.asarray(Image.open(root / path).convert("RGB"))
-    h, w = asg.item["height"] or 32, asg.item["width"] or 32  # imported stimuli whose PNG is not available
-    return np.full((h, w, 3), 128, dtype=np.uint8)
+def display_scale(h: int, w: int) -> int:
+    """Integer up-scaling of a small stimulus for display (CIFAR's 32 px becomes 256 px); 1 for large ones."""
+    return max(1, DISPLAY_MIN // max(h, w))
 
 
-def _with_clicks(img: np.ndarray, clicks: Sequence[Sequence[float]]) -> np.ndarray:
-    """The image with a small red cross at each click (the stored coordinates are not altered)."""
-    out = img.copy()
+def _display_image(root: Path, item: dict) -> str | np.ndarray:
+    """The stimulus as shown: its PNG (served as a static file, no per-request copy that concurrent sessions
+    could race on), up-scaled by :func:`display_scale` with nearest-neighbour pixels into a cached file;
+    a grey square for imported stimuli whose PNG is not available."""
+    h, w = item["height"] or 32, item["width"] or 32
+    k = display_scale(h, w)
+    if not item["image_path"]:
+        return np.full((h * k, w * k, 3), 128, dtype=np.uint8)
+    src = root / item["image_path"]
+    if k == 1:
+        return str(src)
+    big = src.with_name(f"{src.stem}_display_x{k}.png")
+    if not big.exists():
+        tmp = big.with_name(f"{big.stem}.{os.getpid()}.{threading.get_ident()}.tmp.png")
+        img = Image.open(src).convert("RGB")
+        img.resize((img.width * k, img.height * k), Image.NEAREST).save(tmp)
+        os.replace(tmp, big)  # atomic: a concurrent reader sees the old state or the whole file
+    return str(big)
+
+
+def _with_clicks(img: str | np.ndarray, clicks: Sequence[Sequence[float]], k: int) -> np.ndarray:
+    """The displayed image with a small red cross at each click (given in image pixels, drawn at scale ``k``)."""
+    out = np.array(Image.open(img).convert("RGB")) if isinstance(img, str) else img.copy()
     h, w = out.shape[:2]
-    r = max(1, min(h, w) // 40)
+    r = max(2, min(h, w) // 40)
     for x, y in clicks:
-        x, y = int(round(x)), int(round(y))
-        out[max(0, y - r):y + r + 1, min(max(x, 0), w - 1)] = (255, 0, 0)
-        out[min(max(y, 0), h - 1), max(0, x - r):x + r + 1] = (255, 0, 0)
+        x, y = min(max(int(round((x + 0.5) * k - 0.5)), 0), w - 1), min(max(int(round((y + 0.5) * k - 0.5)), 0), h - 1)
+        out[max(0, y - r):y + r + 1, x] = (255, 0, 0)
+        out[y, max(0, x - r):x + r + 1] = (255, 0, 0)
     return out
 
 
@@ -107,8 +126,7 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
         state = {"annotator_id": annotator_id, "external_id": external_id, "position": asg.position,
                  "item_id": int(asg.item["id"]), "shown_at": time.monotonic(), "mix_touched": False,
                  "conf_touched": False, "clicks": [], "done": False}
-        # a stimulus PNG is served as a static file (no per-request copy that concurrent sessions could race on)
-        img = str(root / asg.item["image_path"]) if asg.item["image_path"] else _load_image(root, asg)
+        img = _display_image(root, asg.item)
         if mode == "infer":
             prompt = (f"This image blends a **{asg.left_class}** and a **{asg.right_class}**.")
         elif mode == "softlabel":
@@ -138,19 +156,27 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
             return state
         return fn
 
-    def click(state: dict | None, evt: gr.SelectData) -> tuple:
+    def current_item(state: dict | None) -> dict:
         if not state or state.get("done"):
             raise gr.Error("press Start first")
-        x, y = (float(v) for v in evt.index)
-        clicks = state["clicks"] + [[x, y]]
-        asg_img = _load_image(root, next_assignment(db, state["annotator_id"]))
+        asg = next_assignment(db, state["annotator_id"])
+        if asg is None or asg.position != state["position"]:
+            raise gr.Error("this item was already answered (another tab?); reload the page")
+        return asg.item
+
+    def click(state: dict | None, evt: gr.SelectData) -> tuple:
+        item = current_item(state)
+        k = display_scale(item["height"], item["width"])
+        # the click comes in displayed pixels; store it in image pixels (pixel centres map onto pixel centres)
+        x, y = ((float(v) + 0.5) / k - 0.5 for v in evt.index)
+        x, y = min(max(x, 0.0), item["width"] - 1.0), min(max(y, 0.0), item["height"] - 1.0)
+        clicks = state["clicks"] + [[round(x, 2), round(y, 2)]]
         text = f"{len(clicks)} click(s): " + ", ".join(f"({cx:.0f}, {cy:.0f})" for cx, cy in clicks)
-        return {**state, "clicks": clicks}, _with_clicks(asg_img, clicks), text
+        return {**state, "clicks": clicks}, _with_clicks(_display_image(root, item), clicks, k), text
 
     def clear(state: dict | None) -> tuple:
-        if not state or state.get("done"):
-            raise gr.Error("press Start first")
-        return {**state, "clicks": []}, _load_image(root, next_assignment(db, state["annotator_id"])), "No clicks yet."
+        item = current_item(state)
+        return {**state, "clicks": []}, _display_image(root, item), "No clicks yet."
 
     def submit(mix_v: float, conf_v: float, c1: str | None, p1: float, c2: str | None, p2: float,
                state: dict | None, request: gr.Request) -> dict:
