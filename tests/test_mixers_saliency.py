@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import cv2
 import pytest
 import timm
 import torch
@@ -37,7 +38,8 @@ def model_ctx(x: torch.Tensor) -> dict[str, Any]:
 
 # (registered name, options, context builder)
 CASES: list[tuple[str, dict[str, Any], Callable[[torch.Tensor], dict[str, Any]]]] = [
-    ("saliencymix", {}, lambda x: {}),
+    pytest.param("saliencymix", {}, lambda x: {},
+                 marks=pytest.mark.skipif(not hasattr(cv2, "saliency"), reason="needs OpenCV contrib (cv2.saliency)")),
     ("saliencymix", {"saliency_source": "spectral_residual", "per_sample": False}, lambda x: {}),
     ("snapmix", {"mode": "elem"}, model_ctx),
     ("snapmix", {"saliency_source": "context"}, sal_ctx),
@@ -52,7 +54,7 @@ CASES: list[tuple[str, dict[str, Any], Callable[[torch.Tensor], dict[str, Any]]]
     ("saliency_grafting", {}, model_ctx),
     ("saliency_grafting", {"saliency_source": "context", "grid": 4}, sal_ctx),
 ]
-IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o, _ in CASES]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o, _ in (getattr(c, "values", c) for c in CASES)]
 
 
 def batch(b: int = 4, h: int = 32, w: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +120,7 @@ def test_missing_context_and_bad_inputs(name: str, opts: dict, ctx: Callable) ->
 
 def test_registered_with_references() -> None:
     info = {i.name: i for i in list_mixers()}
-    for name in {n for n, _, _ in CASES}:
+    for name in {getattr(c, "values", c)[0] for c in CASES}:
         assert info[name].reference and not info[name].content_independent
 
 

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
 from gazemix.contract import Mixer, MixResult, MixSource, check_range
+from gazemix.mixers.puzzlemix import import_gco
 from gazemix.registry import register_mixer
 
 
@@ -78,7 +79,7 @@ def comixup_labels(saliency: Tensor, a_dist: Tensor, *, generator: torch.Generat
         a_dist: ``(n, n)`` compatibility distances.
         generator: for the Dirichlet prior and the random initial labelling.
     """
-    import gco
+    gco = import_gco()
 
     n, h, w = saliency.shape
     hw = h * w

@@ -42,6 +42,15 @@ from gazemix.registry import register_mixer
 from gazemix.warps import BlockTransportWarp, identity_transport
 
 
+def import_gco() -> Any:
+    """The ``gco`` graph-cut module (PyPI ``gco-wrapper``, the library of the official PuzzleMix/Co-Mixup code)."""
+    try:
+        import gco
+    except ImportError as err:
+        raise ImportError("PuzzleMix and Co-Mixup need the gco graph-cut library: pip install gco-wrapper") from err
+    return gco
+
+
 def block_distance(n: int, device: torch.device | None = None) -> Tensor:
     """Squared distance between the ``n x n`` blocks (row-major), divided by ``(n - 1)^2``: ``(n*n, n*n)``."""
     r = torch.arange(n * n, device=device)
@@ -63,7 +72,7 @@ def neigh_penalty(a: Tensor, b: Tensor, kh: int, kw: int) -> tuple[Tensor, Tenso
 def graphcut_mask(unary_partner: np.ndarray, unary_own: np.ndarray, pw_x: np.ndarray, pw_y: np.ndarray,
                   lam: float, beta: float, eta: float, n_labels: int) -> np.ndarray:
     """One sample's ``n x n`` mask (own share, ``n_labels`` levels) by alpha-beta swap, as ``graphcut_multi``."""
-    import gco
+    gco = import_gco()
 
     n = unary_own.shape[0]
     large = 1000 * n ** 2
