@@ -111,3 +111,11 @@ def test_hook_on_cuda(images):
     with AttentionHook(model) as hook:
         model(images.cuda())
     assert hook.matrix().is_cuda
+
+
+def test_model_context_for_scoring(images):
+    from gazemix.attention.vit import model_context
+    model = tiny().train()
+    ctx = model_context(model)(images, torch.arange(3))
+    assert model.training and ctx["model"] is model
+    assert ctx["attention"].shape == (3, 4, 4) and ctx["logits"].shape == (3, 5) and not ctx["logits"].requires_grad

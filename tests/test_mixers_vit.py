@@ -505,3 +505,24 @@ def test_gazemix_on_real_cub_gha_gaze_pastes_looked_at_squares():
     assert float(partner.mean()) > 1.5 * float(random_square[r.index].mean())
     assert float((1 - own).mean()) < float(random_square.mean())
     assert bool(((r.lam > 0) & (r.lam < 1)).all())
+
+
+def test_every_model_mixer_runs_from_one_scoring_context():
+    """One provider (model, class-token attention, logits) serves TdAttenMix, SMMix and the relabel of TransMix."""
+    from gazemix.attention.vit import model_context, patch_attention
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=1,
+                              num_classes=4)
+    provide = model_context(model)
+    x, y = torch.rand(4, 3, 32, 32, generator=GEN), torch.arange(4)
+    ctx = provide(x, y)
+    sm = create_mixer("smmix", num_classes=4, seed=0, switch_prob=1.0)(x, y, **ctx)
+    torch.testing.assert_close(sm.params["clean_logits"], ctx["logits"])
+    _, patch = patch_attention(model, x)  # SMMix reads patch-to-patch attention, not the class-token row
+    lo, hi = window_extrema(patch, sm.params["side"])
+    assert torch.equal(sm.params["own_pos"], lo)
+    td = create_mixer("tdattenmix", num_classes=4, seed=0, switch_prob=1.0)(x, y, **ctx)
+    assert td.params["maps"].shape == (4, 4, 4)
+    tm = create_mixer("transmix", num_classes=4, seed=0, switch_prob=1.0)
+    r = tm(x, y, **ctx)
+    assert tm.relabel(r, **provide(r.images, y)).params["relabelled"]

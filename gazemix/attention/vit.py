@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from gazemix.contract import MixerInputError
 
 __all__ = ["AttentionCaptureError", "AttentionHook", "as_patch_grid", "class_token_attention", "num_prefix_tokens",
-           "grid_mass", "patch_attention", "token_edges", "vit_blocks"]
+           "grid_mass", "model_context", "patch_attention", "token_edges", "vit_blocks"]
 
 
 class AttentionCaptureError(ValueError):
@@ -177,6 +177,24 @@ def class_token_attention(model: nn.Module, images: Tensor) -> tuple[Tensor, Ten
     with AttentionHook(model) as hook:
         logits = model(images)
     return logits, hook.cls_attention()
+
+
+def model_context(model: nn.Module) -> Callable[[Tensor, Tensor], dict[str, Tensor | nn.Module]]:
+    """A context provider ``(images, targets) -> {"model", "attention", "logits"}`` for scoring with a ViT.
+
+    ``attention`` is the class-token attention (TransMix/MixPro relabel) and ``logits`` the logits of one eval-mode,
+    no-grad forward; ``model`` lets SMMix run its own patch-attention forward and TdAttenMix read the model out.
+    """
+    def provide(images: Tensor, targets: Tensor) -> dict[str, Tensor | nn.Module]:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                logits, attention = class_token_attention(model, images)
+        finally:
+            model.train(was_training)
+        return {"model": model, "attention": attention, "logits": logits}
+    return provide
 
 
 def patch_attention(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -183,9 +183,10 @@ class MaxMinSquareMixer(Mixer):
 class SMMix(MaxMinSquareMixer):
     """Max-min attention token-square mixing with the model's own attention; label = own area.
 
-    Call with ``attention=`` (patch-to-patch attention of the unmixed batch, ``(B, N)`` or ``(B, h, w)``;
+    Call with ``model=`` (a timm ViT: the mixer runs the eval-mode no-grad forward; used when given), or with
+    ``attention=`` (patch-to-patch attention of the unmixed batch, ``(B, N)`` or ``(B, h, w)``;
     :func:`gazemix.attention.vit.patch_attention`) and optionally ``logits=`` (that forward's logits, kept for
-    :func:`consistency_loss`), or with ``model=`` (a timm ViT: the mixer runs the eval-mode no-grad forward).
+    :func:`consistency_loss`). Note that ``attention=`` here is patch-to-patch, not the class-token row.
 
     Args: see :class:`MaxMinSquareMixer` (defaults are the official ones).
     """
@@ -206,13 +207,13 @@ class SMMix(MaxMinSquareMixer):
     def selection_maps(self, images: Tensor, targets: Tensor,
                        context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         extra: dict[str, Any] = {}
-        if context.get("attention") is not None:
+        if isinstance(context.get("model"), nn.Module):  # the official extra forward; wins over attention=
+            logits, maps = patch_attention(context["model"], images)
+            extra["clean_logits"] = logits.detach()
+        else:
             maps = as_patch_grid(context["attention"], tuple(images.shape[-2:]))
             if context.get("logits") is not None:
                 extra["clean_logits"] = context["logits"].detach()
-        else:
-            logits, maps = patch_attention(context["model"], images)
-            extra["clean_logits"] = logits.detach()
         if maps.shape[0] != images.shape[0]:
             raise MixerInputError(f"attention= has {maps.shape[0]} maps for {images.shape[0]} images")
         return maps, extra
