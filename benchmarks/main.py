@@ -19,6 +19,7 @@ from typing import Sequence
 
 import torch
 
+from benchmarks.gaze import GazeRow, bench_gaze, default_cub_gha_dir
 from benchmarks.suite import (FLOOR_TARGET, PEER_TOLERANCE, SALIENCY_TARGET, BenchConfig, MixerRow, SaliencyRow,
                               as_dicts, bench_mixers, bench_saliency, columns, machine_line)
 
@@ -39,12 +40,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cpu, cuda, auto (cuda when present, else cpu) or all (default: cpu, plus cuda when present)")
     p.add_argument("--mixers", default=None, help="comma-separated mixer names (default: every content-independent one)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (batch 8, 32 px) and one repeat: a smoke run")
+    p.add_argument("--cub-gha", default="auto",
+                   help="CUB-GHA folder (Fixation_run<k>.txt) for the gaze section: render every map, score pairs; "
+                        "'auto' = ../shared/data/cub_gha when present (not with --quick), 'none' = skip")
+    p.add_argument("--pairs", type=int, default=10_000, help="pairs scored per mixer in the gaze section (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="gazemix-bench", help="output folder for CSV and PNG (default ./gazemix-bench)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    for name in ("batch", "size", "repeats"):
+    for name in ("batch", "size", "repeats", "pairs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if args.batch % 2:
@@ -63,6 +68,17 @@ def devices_from_arg(name: str) -> list[torch.device]:
     if name not in ("cpu", "cuda", "auto"):
         raise ValueError(f"--device must be cpu, cuda, auto or all, got {name!r}")
     return [resolve_device(name)]
+
+
+def cub_gha_from_args(args: argparse.Namespace) -> Path | None:
+    if args.cub_gha == "none":
+        return None
+    if args.cub_gha == "auto":
+        return None if args.quick else default_cub_gha_dir()
+    path = Path(args.cub_gha)
+    if not path.is_dir():
+        raise ValueError(f"--cub-gha {path} is not a folder: pass the folder holding Fixation_run<k>.txt, or 'none'")
+    return path
 
 
 def _fmt(v: object, digits: int = 2) -> str:
@@ -88,6 +104,14 @@ def saliency_table(rows: list[SaliencyRow]) -> str:
     headers = ["device", "impl", "batch", "ms", "speedup", "target_met", "note"]
     return tabulate([[r.device, r.impl, r.batch, _fmt(r.ms), _fmt(r.speedup, 1), r.target_met, r.note]
                      for r in rows], headers)
+
+
+def gaze_table(rows: list[GazeRow]) -> str:
+    from gazemix.cli._util import tabulate
+
+    headers = ["task", "items", "seconds", "ms_per_item", "target_s", "target_met", "note"]
+    return tabulate([[r.task, r.items, _fmt(r.seconds), _fmt(r.ms_per_item, 3), _fmt(r.target_s, 0), r.target_met,
+                      r.note] for r in rows], headers)
 
 
 def write_csv(path: Path, rows: list, row_type: type) -> None:
@@ -135,12 +159,17 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     devices = devices_from_arg(args.device)
+    cub_gha = cub_gha_from_args(args)
     out = prepare_out(args.out)
     mixer_rows: list[MixerRow] = []
     saliency_rows: list[SaliencyRow] = []
     for device in devices:
         mixer_rows += bench_mixers(cfg, device, log)
         saliency_rows += bench_saliency(cfg, device, log)
+    gaze_rows: list[GazeRow] = []
+    if cub_gha is not None:
+        mixers = sorted({r.mixer for r in mixer_rows})
+        gaze_rows = bench_gaze(cub_gha, mixers, pairs=200 if args.quick else args.pairs, size=cfg.size, log=log)
     header = (f"gazemix bench: batch {cfg.batch} x 3 x {cfg.size} x {cfg.size} float32, {cfg.repeats} repeats "
               f"(median), {machine_line()}")
     print(header)
@@ -152,13 +181,19 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(f"saliency: batched spectral residual vs a per-image OpenCV loop (target >= {SALIENCY_TARGET:g}x)")
         print(saliency_table(saliency_rows))
-    missed = [r for r in mixer_rows if r.impl == "gazemix" and r.target_met == "no"]
-    missed += [r for r in saliency_rows if r.target_met == "no"]
+    if gaze_rows:
+        print()
+        print(f"gaze (CPU, {torch.get_num_threads()} threads, one cold pass): CUB-GHA from {cub_gha}")
+        print(gaze_table(gaze_rows))
+    missed = [f"{r.device} {r.mixer} {r.mode}: {r.note}" for r in mixer_rows if r.impl == "gazemix" and r.target_met == "no"]
+    missed += [f"{r.device} saliency: {r.note}" for r in saliency_rows if r.target_met == "no"]
+    missed += [f"{r.task}: {r.note}" for r in gaze_rows if r.target_met == "no"]
     print()
-    print(f"targets missed: {len(missed)}" + "".join(
-        f"\n  {r.device} {getattr(r, 'mixer', 'saliency')} {getattr(r, 'mode', '')}: {r.note}" for r in missed))
+    print(f"targets missed: {len(missed)}" + "".join(f"\n  {m}" for m in missed))
     write_csv(out / "bench_mixers.csv", mixer_rows, MixerRow)
     write_csv(out / "bench_saliency.csv", saliency_rows, SaliencyRow)
+    if gaze_rows:
+        write_csv(out / "bench_gaze.csv", gaze_rows, GazeRow)
     bar_chart(out / "bench_mixers.png", mixer_rows, header)
     log(f"wrote {out / 'bench_mixers.csv'}, {out / 'bench_saliency.csv'} and {out / 'bench_mixers.png'}")
     return 0

@@ -42,12 +42,35 @@ def test_quick_run_writes_the_tables(tmp_path, capsys):
     assert (tmp_path / "bench_mixers.png").stat().st_size > 0
 
 
+def test_quick_gaze_section_on_a_tiny_cub_gha(tmp_path, capsys):
+    pytest.importorskip("gazemix.scoring")
+    from benchmarks.gaze import GazeRow
+
+    gaze = tmp_path / "gaze"
+    gaze.mkdir()
+    lines = [f"{i},40,30,{5 + i},{7 + i},200,{20 - i},{15},300" for i in range(1, 7)]
+    (gaze / "Fixation_run1.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert bench_main(["--quick", "--device", "cpu", "--mixers", "mixup,cutmix", "--cub-gha", str(gaze),
+                       "--out", str(out)]) == 0
+    assert "render all gaze maps at 32x32" in capsys.readouterr().out
+    with open(out / "bench_gaze.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == columns(GazeRow)
+        rows = {r["task"]: r for r in reader}
+    assert rows["read CUB-GHA run files"]["items"] == "6"
+    assert {"score 200 pairs: mixup", "score 200 pairs: cutmix"} <= set(rows)
+    assert all(r["target_met"] in ("yes", "no", "-") for r in rows.values())
+
+
 def test_bad_options_are_reported(capsys):
     assert bench_main(["--batch", "7", "--quick"]) == 2
     assert "--batch must be even" in capsys.readouterr().err
     assert bench_main(["--quick", "--mixers", "saliencymix"]) == 2
     assert "--mixers saliencymix: not registered content-independent" in capsys.readouterr().err
     assert bench_main(["--quick", "--device", "tpu"]) == 2
+    assert bench_main(["--quick", "--cub-gha", "/no/such/folder"]) == 2
+    assert "--cub-gha /no/such/folder is not a folder" in capsys.readouterr().err
 
 
 def test_timing_is_interleaved_and_counts_repeats():
