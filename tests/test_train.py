@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import json
 from pathlib import Path
 
@@ -239,3 +240,30 @@ def test_folder_data_renders_gaze_from_fixation_csvs(tmp_path):
     assert (left > 0.5) == (int(label) == 0)
     val_image, _ = data.val[0]
     assert val_image.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("mixer, model", [("transmix", "test_vit"), ("mixpro", "test_vit"), ("tokenmix", "test_vit"),
+                                          ("tlalign", "test_vit"), ("snapmix", "test_resnet")])
+def test_model_dependent_mixers_train(tmp_path, mixer, model):
+    patch = 8 if model == "test_vit" else None
+    result = train(cfg(tmp_path, mixer=mixer, model=model, patch_size=patch, max_steps=1), data=tiny_data())
+    assert math.isfinite(result["train_loss"]) and result["epoch"] == 1
+
+
+def test_tlalign_targets_follow_the_attention_of_the_training_forward(tmp_path):
+    from gazemix.mixers.tlalign import TokenLabelAligner
+    from gazemix.registry import create_mixer
+    from gazemix.training.engine import Classifier, Trainer
+
+    torch.manual_seed(0)
+    backbone = build_model("test_vit", K, 32, patch_size=8).eval()  # eval: no drop-path, so forwards agree
+    mixer = create_mixer("tlalign", num_classes=K, patch_size=8, seed=0)
+    trainer = Trainer(Classifier(backbone), Classifier(backbone), mixer, None, None, BatchAugment(32), num_classes=K,
+                      label_smoothing=0.0, generator=torch.Generator().manual_seed(0), clip_grad=None, amp=False,
+                      device=torch.device("cpu"))
+    result = mixer(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]), generator=torch.Generator().manual_seed(1))
+    logits, targets = trainer._aligned_forward(result)
+    ref_logits, ref_targets = TokenLabelAligner(backbone)(result)
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(targets, ref_targets)
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(4))

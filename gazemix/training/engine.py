@@ -8,7 +8,8 @@ Per training batch (order of the official TransMix / SMMix / TdAttenMix ``engine
 2. ``result = mixer(images, labels, generator=g, **context)``;
 3. the training forward on ``result.images`` (bfloat16 autocast on CUDA); mixers that relabel after the forward
    (TransMix, MixPro) get the last block's class-token attention of *that same pass* (a hook, no second
-   forward): ``result = mixer.relabel(result, attention=..., logits=...)``;
+   forward): ``result = mixer.relabel(result, attention=..., logits=...)``; with TL-Align the targets are the
+   class token's label carried through every block's attention of that same forward (Xiao et al., ICCV 2023);
 4. loss = soft-target CE; on SMMix/TdAttenMix token-square batches also the consistency KL and, for ViTs, the
    fine-grained loss. Their teacher logits (eval mode, no grad, clean batch) come from the mixer's own forward when
    it ran one (SMMix keeps them; TdAttenMix's top-down read-out runs ``forward_features``, whose final tokens are
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from gazemix.attention.vit import AttentionHook
 from gazemix.contract import Mixer, MixResult, soft_targets
+from gazemix.mixers.tlalign import TLAlign, TokenLabelAligner, align_step
 from gazemix.training.data import BatchAugment
 from gazemix.training.distributed import DistInfo, all_reduce_sum
 from gazemix.training.losses import soft_target_ce, square_mix_losses
@@ -113,6 +115,7 @@ class Trainer:
         self.relabels = mixer is not None and mixer.relabels_after_forward
         self.vit = hasattr(core.backbone, "num_prefix_tokens") and hasattr(core.backbone, "norm")
         self.hook = AttentionHook(core.backbone) if self.relabels else None
+        self.aligner = TokenLabelAligner(core.backbone) if isinstance(mixer, TLAlign) else None
         self.updates = 0
 
     def _autocast(self) -> Any:
@@ -134,6 +137,24 @@ class Trainer:
         backbone.train(was_training)
         return logits.float()
 
+    def _aligned_forward(self, result: MixResult) -> tuple[Tensor, Tensor]:
+        """TL-Align: the training forward with every block hooked; returns logits and the aligned targets."""
+        backbone, state = self.core.backbone, {}
+        grid = tuple(int(g) for g in backbone.patch_embed.grid_size)
+
+        def on_block(_: int, attention: Tensor) -> None:
+            coef = state.get("coef")
+            if coef is None:
+                coef = self.aligner.initial_coefficients(result, grid).to(attention.device)
+            state["coef"] = align_step(coef, attention)
+
+        with AttentionHook(backbone, blocks=range(self.aligner.depth), keep=False, callback=on_block), \
+                self._autocast():
+            logits, _ = self.model(result.images)
+        c = state["coef"][:, 0].float()
+        soft = result.params["soft"].to(c.device, torch.float32)
+        return logits, c[:, :1] * soft[result.own_index] + c[:, 1:] * soft[result.index]
+
     def step(self, images: Tensor, labels: Tensor, gaze: Tensor | None, epoch: int) -> StepOutput:
         result, square = None, False
         if self.mixer is None:
@@ -147,14 +168,19 @@ class Trainer:
                     context["saliency"] = gaze
             if self.pass_model:
                 context["model"] = self.core.backbone
-            with (_FinalTokens(self.core.backbone) if self.pass_model and self.vit else nullcontext()) as captured:
+            with (_FinalTokens(self.core.backbone) if self.pass_model and self.vit else nullcontext()) as captured, \
+                    self._autocast():  # the mixer's own no-grad model read-outs run in bfloat16 too
                 result = self.mixer(images, labels, generator=self.generator, **context)
             images_in, targets = result.images, result.targets
             square = self.square_losses and bool(result.params.get("use_square", False))
             clean_logits = self._teacher_logits(images, result, captured) if square else None
         fine = square and self.core.token_head is not None
-        with self._autocast(), (self.hook if self.relabels else nullcontext()) as hook:
-            logits, tokens = self.model(images_in, tokens=fine)
+        if self.aligner is not None:
+            logits, targets = self._aligned_forward(result)
+            tokens = None
+        else:
+            with self._autocast(), (self.hook if self.relabels else nullcontext()) as hook:
+                logits, tokens = self.model(images_in, tokens=fine)
         logits = logits.float()
         if self.relabels:
             result = self.mixer.relabel(result, attention=hook.cls_attention(), logits=logits.detach())

@@ -7,6 +7,7 @@ appended per epoch), ``curves.png``, ``last.pt`` and ``best.pt``.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import platform
@@ -52,7 +53,8 @@ def _make_mixer(cfg: TrainConfig, num_classes: int, backbone: torch.nn.Module, d
     cls = mixer_class(cfg.mixer)
     vit = is_vit(backbone)
     options = dict(cfg.mixer_options)
-    if issubclass(cls, TdAttenMix) and vit:  # gaze maps on the model's token grid, so token masks match its tokens
+    if vit and any("patch_size" in inspect.signature(c.__init__).parameters for c in cls.__mro__[:-1]):
+        # mix on the model's own token grid
         options.setdefault("patch_size", int(backbone.patch_embed.patch_size[0]))
     mixer = create_mixer(cls.name, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
                          seed=cfg.seed * 1000 + rank, **options)
