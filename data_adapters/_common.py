@@ -60,9 +60,13 @@ def load_json(path: Path) -> Any:
 
 def check_inside(x: np.ndarray, y: np.ndarray, size: tuple[int, int], path: str | os.PathLike, *,
                  line: int | None = None, field: str | None = None) -> None:
-    """Raise unless every 0-based point lies in ``[0, W) x [0, H)`` of ``size = (H, W)``."""
+    """Raise unless every 0-based point lies on the image of ``size = (H, W)``.
+
+    Integer coordinates are pixel centres (as :mod:`gazemix.gaze` renders them), so the image spans
+    ``[-0.5, W - 0.5) x [-0.5, H - 0.5)``: integer data must lie in ``0..W-1``, ``0..H-1``.
+    """
     h, w = size
-    bad = ~((x >= 0) & (x < w) & (y >= 0) & (y < h))
+    bad = ~((x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5))
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise AdapterError(path, f"fixation {k} at (x={x[k]:g}, y={y[k]:g}) (0-based) lies outside the "

@@ -7,7 +7,7 @@ Layout (as torchvision's ``ImageFolder``, plus the gaze beside each image)::
     root/<class_name>/<stem>.csv      its fixations (``csv_suffix``)
 
 The fixation CSV has a header naming its columns: ``x`` and ``y`` (required: 0-based pixel coordinates of
-the image, x to the right, y down, fractional values allowed), ``duration_ms`` and ``observer`` (optional,
+the image, x to the right, y down; integers are pixel centres, fractional values allowed), ``duration_ms`` and ``observer`` (optional,
 integer observer id). Labels are indices into the sorted class-folder names (:attr:`FolderGaze.classes`).
 If your images are PNG, pass ``image_suffixes=(".png",)`` and a distinct ``map_suffix`` such as
 ``"_gaze.png"``.

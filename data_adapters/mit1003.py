@@ -213,7 +213,7 @@ class Mit1003:
             if self.drop_first:
                 pos, dur = pos[1:], dur[1:]
             x, y = pos[:, 0] - 1.0, pos[:, 1] - 1.0  # MATLAB 1-based pixels -> 0-based
-            inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+            inside = (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)  # pixel centres at integers
             dropped += int((~inside).sum())
             parts.append(Fixations(x[inside], y[inside], dur[inside], np.full(int(inside.sum()), k, dtype=np.int64)))
         return Fixations.concat(parts), dropped

@@ -318,7 +318,7 @@ def folder_tree(root: Path) -> None:
     save_image(root / "cat" / "a.jpg", 10, 16)
     save_gray(root / "cat" / "a.png", np.zeros((10, 16)))
     save_image(root / "dog" / "b.jpg", 10, 16)
-    (root / "dog" / "b.csv").write_text("x,y,duration_ms,observer\n0,0,120,1\n15.5,9.5,80,2\n")
+    (root / "dog" / "b.csv").write_text("x,y,duration_ms,observer\n0,0,120,1\n15.4,-0.5,80,2\n")
 
 
 def test_folder_reads_maps_csvs_and_labels(tmp_path):
@@ -328,7 +328,8 @@ def test_folder_reads_maps_csvs_and_labels(tmp_path):
     assert adapter.classes == ["cat", "dog"] and (a.label, b.label) == (0, 1)
     assert a.image_id == "cat/a" and a.gaze_map_path.endswith("a.png") and a.fixations is None
     assert b.size == (10, 16) and b.gaze_map_path is None
-    np.testing.assert_array_equal(b.fixations.x, [0, 15.5])
+    np.testing.assert_array_equal(b.fixations.x, [0, 15.4])
+    np.testing.assert_array_equal(b.fixations.y, [0, -0.5])
     np.testing.assert_array_equal(b.fixations.duration_ms, [120, 80])
     np.testing.assert_array_equal(b.fixations.observer, [1, 2])
     (tmp_path / "dog" / "b.csv").write_text("y,x\n2,3\n")  # optional columns absent, any order
@@ -342,7 +343,8 @@ def test_folder_reads_maps_csvs_and_labels(tmp_path):
     ("x,y,observer\n1,2,3\n1,2,p7\n", r"b\.csv, line 3, field 'observer': 'p7' is not an integer"),
     ("x,y\n1,2\nabc,2\n", r"b\.csv, line 3, field 'x': 'abc' is not a number"),
     ("x,y\n1,2\n16,2\n", r"b\.csv, line 3: fixation 0 at \(x=16, y=2\).*outside the 16x10 image"),
-    ("x,y\n1,2\n-0.5,2\n", r"line 3: .*outside"),
+    ("x,y\n1,2\n-0.6,2\n", r"line 3: .*outside"),  # integers are pixel centres: the image spans [-0.5, 15.5)
+    ("x,y\n1,2\n2,9.5\n", r"line 3: .*outside"),
     ("x,y,duration_ms\n1,2,3\n1,2,-5\n", r"line 3, field 'duration_ms': negative duration"),
 ])
 def test_folder_bad_csv_line_raises_or_is_skipped(tmp_path, csv_text, message):

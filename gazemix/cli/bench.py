@@ -5,8 +5,9 @@ Usage:
     gazemix bench --device cpu --repeats 20 --mixers mixup,cutmix,switch
     gazemix bench --quick --out /tmp/bench
 
-Prints one table per section (mixers; saliency) and writes ``bench_mixers.csv``, ``bench_saliency.csv`` and
-``bench_mixers.png`` to ``--out``. Same as ``python -m benchmarks``.
+Prints one table per section (mixers; saliency; gaze: read, render and score CUB-GHA when ``--cub-gha`` or
+``../shared/data/cub_gha`` is there) and writes ``bench_mixers.csv``, ``bench_saliency.csv``, ``bench_gaze.csv``
+and ``bench_mixers.png`` to ``--out``. Same as ``python -m benchmarks``.
 """
 
 from __future__ import annotations
