@@ -205,3 +205,30 @@ def test_login_makes_the_user_the_annotator(study_db, tmp_path):
         assert rows(study_db, "SELECT COUNT(*) FROM annotators WHERE external_id = 'someone_else'")[0][0] == 0
     finally:
         demo.close()
+
+
+def test_softlabel_study_through_the_client(tmp_path):
+    db = tmp_path / "soft.sqlite"
+    build_study(db, data="samples", mixers=["mixup"], n=3, size=32, pool=8, checks=0, seed=1, mode="softlabel",
+                repeats=0, distractors=2)
+    demo = build_app(db)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+    try:
+        c = Client(url, verbose=False, download_files=False)
+        out = c.predict("soft_1", api_name="/start")
+        choice1_update = next(o for o in out if isinstance(o, dict) and "choices" in o)  # gr.State is not returned
+        shown = [ch[0] for ch in choice1_update["choices"]]  # 2 true classes + 2 distractors, per-annotator order
+        assert len(shown) == 4
+        with pytest.raises(AppError):
+            c.predict(50, 50, "not_a_class", 60, "None", 0, api_name="/submit")
+        with pytest.raises(AppError, match="must not exceed prob1"):
+            c.predict(50, 50, shown[0], 30, shown[1], 40, api_name="/submit")
+        c.predict(50, 50, shown[0], 70, shown[1], 20, api_name="/submit")
+    finally:
+        demo.close()
+    (c1, p1, c2, p2, w1, cls1, cls2), = rows(db, "SELECT r.choice1, r.prob1, r.choice2, r.prob2, r.weight1, i.class1, "
+                                              "i.class2 FROM responses r JOIN items i ON i.id = r.item_id")
+    assert (c1, c2) == (shown[0], shown[1]) and p1 == pytest.approx(0.7) and p2 == pytest.approx(0.2)
+    probs = {c1: 0.7, c2: 0.2}
+    m1, m2 = probs.get(cls1, 0.0), probs.get(cls2, 0.0)
+    assert (w1 is None and m1 + m2 == 0) or w1 == pytest.approx(m1 / (m1 + m2))
