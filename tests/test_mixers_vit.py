@@ -14,7 +14,7 @@ import torch
 
 from gazemix import create_mixer
 from gazemix.attention.topdown import TopDownViT
-from gazemix.attention.vit import class_token_attention
+from gazemix.attention.vit import AttentionHook, class_token_attention
 from gazemix.contract import MixerInputError
 from gazemix.mixers.smmix import consistency_loss, fine_grained_loss, region_token_means, window_extrema
 from gazemix.mixers.tdattenmix import attention_ratio
@@ -465,6 +465,18 @@ def test_tlalign_box_on_whole_patches_and_aligner():
     logits, aligned = TokenLabelAligner(model)(r)
     assert logits.shape == (4, 4) and logits.requires_grad
     torch.testing.assert_close(aligned.sum(1), torch.ones(4))
+    with AttentionHook(model, blocks=(0, 1)) as hook:  # full K-class token labels, propagated by hand
+        model(r.images)
+    soft = r.params["soft"]
+    own_tok = r.mask[:, 0, ::8, ::8].flatten(1).unsqueeze(-1)
+    patch_labels = own_tok * soft.unsqueeze(1) + (1 - own_tok) * soft[r.index].unsqueeze(1)
+    full = torch.cat([r.targets.unsqueeze(1), patch_labels], 1)
+    for block in (0, 1):
+        full = align_step(full, hook.matrix(block))
+    torch.testing.assert_close(aligned, full[:, 0])
+    with TokenLabelAligner(model).track(r) as labels:
+        model(r.images)
+    torch.testing.assert_close(labels.targets, aligned)
     same = create_mixer("tlalign", num_classes=4, seed=5, patch_size=8)(x, torch.zeros(4, dtype=torch.long))
     _, aligned_same = TokenLabelAligner(model)(same)  # own and partner share the class: the label is that class
     torch.testing.assert_close(aligned_same, torch.nn.functional.one_hot(torch.zeros(4, dtype=torch.long), 4).float())

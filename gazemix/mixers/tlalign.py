@@ -18,7 +18,8 @@ its pixels), so a trainer can also enable it with other mixers.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +29,7 @@ from gazemix.contract import Mixer, MixerInputError, MixResult, check_range, dra
 from gazemix.mixers.boxes import cutmix_boxes
 from gazemix.registry import register_mixer
 
-__all__ = ["TLAlign", "TokenLabelAligner", "align_step"]
+__all__ = ["AlignedLabels", "TLAlign", "TokenLabelAligner", "align_step"]
 
 
 def align_step(labels: Tensor, attention: Tensor) -> Tensor:
@@ -100,6 +101,10 @@ class TokenLabelAligner:
         logits, aligned = aligner(result)               # one forward (with grad as usual)
         loss = soft_cross_entropy(logits, aligned)
 
+        with aligner.track(result) as labels:           # or around a trainer's own forward
+            logits = model(result.images)
+        aligned = labels.targets
+
     Args:
         model: a timm ``VisionTransformer`` (hooks on every block's attention, removed after each call).
     """
@@ -119,30 +124,49 @@ class TokenLabelAligner:
         prefix = torch.stack([lam, 1.0 - lam], dim=-1).unsqueeze(1).expand(-1, self.prefix, 2)
         return torch.cat([prefix, torch.stack([own, 1.0 - own], dim=-1)], dim=1)
 
-    def __call__(self, result: MixResult, soft: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Forward ``result.images``; returns ``(logits, targets (B, K))`` with the aligned class-token label.
+    @contextlib.contextmanager
+    def track(self, result: MixResult, soft: Tensor | None = None) -> Iterator["AlignedLabels"]:
+        """Propagate the labels of ``result`` during whatever forward of the model runs inside the block.
 
         ``soft``: ``(B, K)`` (smoothed) one-hot targets of the *input* batch; defaults to ``result.params["soft"]``.
+        Use this to wrap a trainer's own forward (autocast, extra outputs); read ``.targets`` afterwards.
         """
         soft = soft if soft is not None else result.params.get("soft")
         if soft is None:
             raise MixerInputError("pass soft= (B, K) one-hot targets of the input batch (the mixer kept none)")
         if result.num_sources != 2:
             raise MixerInputError(f"TL-Align needs a two-source mix, {result.mixer!r} has {result.num_sources} sources")
-        state: dict[str, Tensor] = {}
+        labels = AlignedLabels(result, soft)
 
         def step(_: int, attention: Tensor) -> None:
-            if "coef" not in state:
+            if labels.coef is None:
                 n = attention.shape[-1] - self.prefix
                 gh = max(1, round((n * result.images.shape[-2] / result.images.shape[-1]) ** 0.5))
-                state["coef"] = self.initial_coefficients(result, (gh, n // gh)).to(attention.device)
-            state["coef"] = align_step(state["coef"], attention)
+                labels.coef = self.initial_coefficients(result, (gh, n // gh)).to(attention.device)
+            labels.coef = align_step(labels.coef, attention)
 
         with AttentionHook(self.model, blocks=range(self.depth), keep=False, callback=step):
+            yield labels
+
+    def __call__(self, result: MixResult, soft: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Forward ``result.images``; returns ``(logits, targets (B, K))`` with the aligned class-token label."""
+        with self.track(result, soft) as labels:
             logits = self.model(result.images)
-        if "coef" not in state:
-            raise MixerInputError("the model's forward never ran its blocks' attention")
-        c = state["coef"][:, 0]
-        soft = soft.to(logits.device, torch.float32)
-        targets = c[:, :1] * soft[result.own_index] + c[:, 1:] * soft[result.index]
-        return logits, targets
+        return logits, labels.targets
+
+
+class AlignedLabels:
+    """The token labels of one tracked forward (:meth:`TokenLabelAligner.track`), as own/partner coefficients."""
+
+    def __init__(self, result: MixResult, soft: Tensor) -> None:
+        self.result, self.soft = result, soft
+        self.coef: Tensor | None = None  # (B, P + N, 2), updated block by block
+
+    @property
+    def targets(self) -> Tensor:
+        """Aligned class-token targets ``(B, K)`` (after the forward)."""
+        if self.coef is None:
+            raise MixerInputError("the model's forward never ran its blocks' attention inside the track() block")
+        c = self.coef[:, 0]
+        soft = self.soft.to(c.device, torch.float32)
+        return c[:, :1] * soft[self.result.own_index] + c[:, 1:] * soft[self.result.index]
