@@ -201,22 +201,12 @@ def check_results(t: StudyTables) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------- click maps
-def _nss(sal: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> float:
-    """Normalised scanpath saliency: mean of the z-scored map at the clicked pixels (0 = chance)."""
-    sd = sal.std()
-    return float(((sal[ys, xs] - sal.mean()) / sd).mean()) if sd > 0 else float("nan")
-
-
-def _cc(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two maps (1 = identical up to affine scaling)."""
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")
-
-
 def click_vs_gaze(t: StudyTables, *, sigma_frac: float = 0.05) -> pd.DataFrame:
-    """Per item with clicks and a gaze map: NSS of the gaze map at the clicks and CC between the click
-    map (clicks blurred with a Gaussian of ``sigma_frac`` x image side) and the gaze map."""
+    """Per item with clicks and a gaze map, the saliency metrics of :mod:`gazemix.metrics`: how well the
+    replayed gaze map predicts the clicks (``nss``, ``auc_judd``), and how the click map (clicks blurred with
+    a Gaussian of ``sigma_frac`` x image side) compares with the gaze map (``cc``, ``sim``)."""
+    from gazemix.metrics import auc_judd, cc, nss, sim
+
     r = t.responses[t.responses["clicks"].notna() & t.responses["gaze_path"].notna() & (t.responses["is_check"] == 0)]
     root = Path(t.study["db"]).parent
     rows = []
@@ -226,11 +216,12 @@ def click_vs_gaze(t: StudyTables, *, sigma_frac: float = 0.05) -> pd.DataFrame:
         h, w = gaze.shape
         xs = np.clip(np.rint(pts[:, 0] * w / g["width"].iloc[0]).astype(int), 0, w - 1)
         ys = np.clip(np.rint(pts[:, 1] * h / g["height"].iloc[0]).astype(int), 0, h - 1)
-        clickmap = gaussian_filter(np.bincount(ys * w + xs, minlength=h * w).reshape(h, w).astype(np.float64),
-                                   sigma=sigma_frac * max(h, w))
+        counts = np.bincount(ys * w + xs, minlength=h * w).reshape(h, w).astype(np.float64)
+        clickmap = gaussian_filter(counts, sigma=sigma_frac * max(h, w))
         rows.append({"item_id": item_id, "key": g["key"].iloc[0], "mixer": g["mixer"].iloc[0], "n_clicks": len(pts),
-                     "nss": _nss(gaze, xs, ys), "cc": _cc(clickmap, gaze)})
-    return pd.DataFrame(rows, columns=["item_id", "key", "mixer", "n_clicks", "nss", "cc"])
+                     "nss": float(nss(gaze, counts)), "auc_judd": float(auc_judd(gaze, counts)),
+                     "cc": float(cc(clickmap, gaze)), "sim": float(sim(clickmap, gaze))})
+    return pd.DataFrame(rows, columns=["item_id", "key", "mixer", "n_clicks", "nss", "auc_judd", "cc", "sim"])
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -300,8 +291,8 @@ def write_report(db: str | os.PathLike, out: str | os.PathLike, *, study: str | 
     }
     if "click_vs_gaze" in tables:
         cg = tables["click_vs_gaze"]
-        summary["click_vs_gaze"] = {"n_items": int(len(cg)), "nss_mean": float(cg["nss"].mean()) if len(cg) else None,
-                                    "cc_mean": float(cg["cc"].mean()) if len(cg) else None}
+        summary["click_vs_gaze"] = {"n_items": int(len(cg)), **{f"{m}_mean": float(cg[m].mean()) if len(cg) else None
+                                                                for m in ("nss", "auc_judd", "cc", "sim")}}
     summary = _plain(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
