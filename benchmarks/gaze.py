@@ -70,10 +70,10 @@ def bench_gaze(cub_gha_dir: str | Path, mixer_names: Sequence[str], *, pairs: in
     for name, mixer in mixers.items():
         log(f"bench: scoring {pairs} pairs of {name}")
         t0 = time.perf_counter()
-        _, failed = score_mixers({name: mixer}, data, pairs=pairs, device=device, progress=False)
+        run = score_mixers({name: mixer}, data, pairs=pairs, device=device, progress=False)
         seconds = time.perf_counter() - t0
         rows.append(_row(f"score {pairs} pairs: {name}", pairs, seconds, SCORE_TARGET_S,
-                         f"failed: {failed[name]}" if name in failed else ""))
+                         f"failed: {run.skipped[name]}" if name in run.skipped else ""))
     for name, why in skipped.items():
         rows.append(GazeRow(f"score {pairs} pairs: {name}", 0, float("nan"), float("nan"), SCORE_TARGET_S, "no",
                             f"skipped: {why}"))
