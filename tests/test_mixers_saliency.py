@@ -50,7 +50,7 @@ CASES: list[tuple[str, dict[str, Any], Callable[[torch.Tensor], dict[str, Any]]]
     ("puzzlemix", {"block_choices": (2, 4)}, model_ctx),
     ("puzzlemix", {"saliency_source": "context", "block_choices": (4, 8), "n_labels": 2}, sal_ctx),
     ("comixup", {"niter": 2}, model_ctx),
-    ("comixup", {"saliency_source": "context", "grid": None, "m_part": 3}, sal_ctx),
+    ("comixup", {"saliency_source": "context", "grid": None, "m_part": 3, "mixed_blocks": True}, sal_ctx),
     ("saliency_grafting", {}, model_ctx),
     ("saliency_grafting", {"saliency_source": "context", "grid": 4}, sal_ctx),
 ]
@@ -330,7 +330,7 @@ def test_comixup_one_source_per_pixel_and_block_share_labels() -> None:
     torch.testing.assert_close(shares.sum(1), torch.ones(b, 32, 32))
     weights = torch.stack([s.weight for s in r.sources], dim=1)
     torch.testing.assert_close(weights.sum(1), torch.ones(b))
-    labels = r.params["labels"]
+    labels = r.params["block_shares"].argmax(-1)
     for o in range(b):
         start = o // 4 * 4
         for s, src in enumerate(r.sources):
@@ -353,11 +353,26 @@ def test_comixup_without_smoothness_or_diversity_takes_the_most_salient_input_pe
     blocks = F.adaptive_avg_pool2d(sal, 4)[:, 0]
     best = (blocks / blocks.flatten(1).sum(1).view(-1, 1, 1)).argmax(0)
     for o in range(b):
-        assert torch.equal(r.params["labels"][o], best)
+        assert torch.equal(r.params["block_shares"][o].argmax(-1), best)
     torch.testing.assert_close(r.images[0, :, :8, :8], x[0, :, :8, :8])  # block (0, 0) is input 0's salient block
     torch.testing.assert_close(r.images[3, :, :8, 8:16], x[1, :, :8, 8:16])
     heavy = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", beta=100.0)(x, y, saliency=sal)
-    assert all(len(heavy.params["labels"][o].unique()) == 1 for o in range(b))  # smoothness: one input each
+    assert all(len(heavy.params["block_shares"][o].argmax(-1).unique()) == 1 for o in range(b))  # one input each
+
+
+def test_comixup_official_mixed_blocks_are_half_half() -> None:
+    b = 6
+    x, y = batch(b)
+    mixer = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", mixed_blocks=True,
+                         gamma=0.0, eta=0.0)
+    r = mixer(x, y, saliency=block_saliency(b))
+    shares = r.params["block_shares"]
+    assert set(shares.unique().tolist()) <= {0.0, 0.5, 1.0}
+    torch.testing.assert_close(shares.sum(-1), torch.ones(b, 4, 4))
+    assert bool((shares == 0.5).any()) and int((shares > 0).sum(-1).max()) == 2  # 50/50 blocks of two inputs
+    torch.testing.assert_close(r.targets.sum(1), torch.ones(b))
+    for src in r.sources:  # each source's label weight is its input's share of the blocks
+        torch.testing.assert_close(src.weight, shares.flatten(1, 2).mean(1)[torch.arange(b), src.index])
 
 
 def test_saliency_grafting_grafts_only_salient_patches_with_calibrated_labels() -> None:

@@ -16,8 +16,8 @@ rounds, with the official resolution of identical outputs before the last round.
 of each input (they sum to 1).
 
 Paper vs code: the paper's labelling is one-hot per block (each output pixel from exactly one input), which is
-what this mixer does. The released code additionally lets a block show a 50/50 mix of two inputs already used
-by the output after the first round ("efficient extension to multi-label"); that variant is not reproduced.
+what this mixer does by default. The released code additionally lets a block show a 50/50 mix of two inputs
+already used by the output from the second round on ("efficient extension to multi-label"): ``mixed_blocks=True``.
 Outputs are aligned with inputs only by position: source 0 of output ``o`` is input ``o`` (possibly with share
 0), sources ``1 .. m-1`` are the other inputs of its group in rotating order, so ``MixResult.replay`` and
 ``source_maps`` see every input that can appear in an output.
@@ -70,17 +70,63 @@ def _resolve_identical(assigned: Tensor) -> Tensor:
     return add
 
 
+_PAIRS = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]], dtype=torch.float64)  # official soft_label
+_PAIR_EDGES = np.array([[0.25, 0.25, 1.0], [0.25, 1.0, 0.25], [1.0, 0.25, 0.25]])
+
+
+def _cut(gco: Any, unary: Tensor, pairwise: np.ndarray, beta: float) -> Tensor:
+    """Alpha-beta-swap graph cut of one output: ``unary`` ``(L, h, w)`` → ``(h, w)`` label indices."""
+    n_labels, h, w = unary.shape
+    if n_labels == 1 or h * w == 1:
+        return unary.flatten(1).argmin(0).view(h, w)
+    labels = gco.cut_grid_graph(np.ascontiguousarray(unary.permute(1, 2, 0).numpy()), pairwise,
+                                np.full((h - 1, w), beta), np.full((h, w - 1), beta), algorithm="swap")
+    return torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(h, w))
+
+
+def _relabel(gco: Any, unary: Tensor, used: Tensor, beta: float, mixed_blocks: bool) -> Tensor:
+    """New ``(h, w, n)`` block shares of one output.
+
+    Plain: a Potts graph cut over the ``n`` inputs (one-hot blocks). With ``mixed_blocks`` (the official code's
+    "efficient extension to multi-label", from the second round on) extra labels show a 50/50 mix of two inputs
+    the output already uses: one extra label for two used inputs, three (the pairs of the three most used) for more.
+    """
+    n = unary.shape[0]
+    onehot = lambda lab, k: F.one_hot(lab, k).double()  # noqa: E731
+    potts = np.ones((n, n)) - np.eye(n)
+    assigned = used > 0
+    k = int(assigned.sum())
+    if not mixed_blocks or k < 2:
+        return onehot(_cut(gco, unary, potts, beta), n)
+    if k >= 3:
+        assigned = torch.zeros_like(assigned)
+        assigned[used.topk(3).indices] = True
+    mix = _PAIRS if k >= 3 else torch.tensor([[0.5], [0.5]], dtype=torch.float64)
+    extra = torch.einsum("ahw,am->mhw", unary[assigned], mix) - 5e-4
+    pairwise = np.ones((n + mix.shape[1],) * 2) - np.eye(n + mix.shape[1])
+    sel = assigned.numpy()
+    edges = _PAIR_EDGES if k >= 3 else np.array([[0.25, 0.25]])
+    pairwise[n:, :n][:, sel] = edges
+    pairwise[:n, n:][sel, :] = edges.T
+    labels = _cut(gco, torch.cat([unary, extra]), pairwise, beta)
+    soft = torch.zeros(mix.shape[1], n, dtype=torch.float64)
+    soft[:, assigned] = mix.T
+    full = onehot(labels, n + mix.shape[1])
+    return full[..., :n] + full[..., n:] @ soft
+
+
 def comixup_labels(saliency: Tensor, a_dist: Tensor, *, generator: torch.Generator, alpha: float, beta: float,
-                   gamma: float, eta: float, omega: float, thres: float, niter: int, resolve: bool = True) -> Tensor:
-    """One group's labelling: ``(n, h, w)`` input index of every block of every output.
+                   gamma: float, eta: float, omega: float, thres: float, niter: int, resolve: bool = True,
+                   mixed_blocks: bool = False) -> Tensor:
+    """One group's labelling: ``(n, h, w, n)`` share of every input in every block of every output.
 
     Args:
         saliency: ``(n, h, w)`` block saliency of the group's inputs (non-negative).
         a_dist: ``(n, n)`` compatibility distances.
         generator: for the Dirichlet prior and the random initial labelling.
+        mixed_blocks: allow 50/50 blocks after the first round (official code); one-hot blocks otherwise (paper).
     """
     gco = import_gco()
-
     n, h, w = saliency.shape
     hw = h * w
     sal = saliency.double().cpu()
@@ -90,37 +136,27 @@ def comixup_labels(saliency: Tensor, a_dist: Tensor, *, generator: torch.Generat
     thres, beta, gamma, eta = thres * hw, beta / hw, gamma / hw, eta / hw
     prior = torch._standard_gamma(torch.full((n,), float(alpha), dtype=torch.float64), generator=generator)
     cost = cost - eta * torch.log(prior / prior.sum() + 1e-8).view(n, 1, 1)
-    labels = torch.randint(0, n, (n, h, w), generator=generator)
-    onehot = F.one_hot(labels, n).double()  # (n_out, h, w, n_in)
-    penalty = onehot.sum(dim=(0, 1, 2))
-    pairwise = np.ones((n, n)) - np.eye(n)
-    cost_v, cost_h = np.full((h - 1, w), beta), np.full((h, w - 1), beta)
+    shares = F.one_hot(torch.randint(0, n, (n, h, w), generator=generator), n).double()  # (n_out, h, w, n_in)
+    penalty = shares.sum(dim=(0, 1, 2))
     add_cost = None
-    loss_prev = _objective(cost, onehot, beta, gamma)
+    loss_prev = _objective(cost, shares, beta, gamma)
     for it in range(niter):
         for o in range(n):
-            penalty = penalty - onehot[o].sum(dim=(0, 1))
+            used = shares[o].sum(dim=(0, 1))
+            penalty = penalty - used
             ap = a @ penalty
-            modular = 2 * gamma * (ap > thres).double() * ap
-            unary = cost + modular.view(n, 1, 1)
+            unary = cost + (2 * gamma * (ap > thres).double() * ap).view(n, 1, 1)
             if add_cost is not None:
                 unary = unary + gamma * add_cost[o].view(n, 1, 1)
-            if n == 1 or (h * w == 1):
-                new = unary.flatten(1).argmin(0).view(h, w)
-            else:
-                new = torch.from_numpy(np.asarray(gco.cut_grid_graph(
-                    np.ascontiguousarray(unary.permute(1, 2, 0).numpy()), pairwise, cost_v, cost_h,
-                    algorithm="swap"), dtype=np.int64).reshape(h, w))
-            labels[o] = new
-            onehot[o] = F.one_hot(new, n).double()
-            penalty = penalty + onehot[o].sum(dim=(0, 1))
+            shares[o] = _relabel(gco, unary, used, beta, mixed_blocks and it > 0)
+            penalty = penalty + shares[o].sum(dim=(0, 1))
         if resolve and it == niter - 2:
-            add_cost = _resolve_identical((onehot.reshape(n, -1, n).sum(1) > 0).double())
-        loss = _objective(cost, onehot, beta, gamma)
+            add_cost = _resolve_identical((shares.reshape(n, -1, n).sum(1) > 0).double())
+        loss = _objective(cost, shares, beta, gamma)
         if abs(loss_prev - loss) / max(abs(loss), 1e-300) < 1e-6:
             break
         loss_prev = loss
-    return labels
+    return shares
 
 
 @register_mixer
@@ -138,6 +174,8 @@ class CoMixup(Mixer):
         m_part: group size (official: 20).
         niter: rounds of the iterative minimisation (official default 4; the README suggests 3 for speed).
         resolve: separate identical outputs before the last round (official ``set_resolve``: True).
+        mixed_blocks: let a block show a 50/50 mix of two inputs after the first round, as the released code
+            does (default False: the paper's one-hot blocks, one input per pixel).
         saliency_source: ``"gradient"`` (``model=``, paper; default), ``"context"``, ``"gaze"``,
             ``"fine_grained"`` or ``"spectral_residual"``.
     """
@@ -145,11 +183,13 @@ class CoMixup(Mixer):
     name = "comixup"
     summary = "batch-level: each output a block labelling over up to m inputs, saliency + diversity, label = block shares"
     reference = "Kim, Choo, Jeong, Song, Co-Mixup: Saliency Guided Joint Mixup with Supermodular Diversity, ICLR 2021"
+    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
     content_independent = False
 
     def __init__(self, *, alpha: float = 2.0, grid: int | None = 4, beta: float = 0.32, gamma: float = 1.0,
                  eta: float = 0.05, omega: float = 0.001, thres: float = 0.83, m_part: int = 20, niter: int = 4,
-                 resolve: bool = True, saliency_source: str = "gradient", **kwargs: Any) -> None:
+                 resolve: bool = True, mixed_blocks: bool = False, saliency_source: str = "gradient",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if grid is not None and (not isinstance(grid, int) or grid < 1):
@@ -163,7 +203,7 @@ class CoMixup(Mixer):
         check_saliency_source(saliency_source)
         self.alpha, self.grid, self.beta, self.gamma, self.eta = float(alpha), grid, float(beta), float(gamma), float(eta)
         self.omega, self.thres, self.m_part, self.niter, self.resolve = float(omega), float(thres), m_part, niter, bool(resolve)
-        self.saliency_source = saliency_source
+        self.mixed_blocks, self.saliency_source = bool(mixed_blocks), saliency_source
         self.needs = needs_for_source(saliency_source)
 
     def context_help(self) -> str:
@@ -177,24 +217,26 @@ class CoMixup(Mixer):
         sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()
         a_dist = peak_distance(sal)
         blocks = F.adaptive_avg_pool2d(sal.double(), n)[:, 0]
-        labels = torch.empty(b, n, n, dtype=torch.long)
+        m = min(self.m_part, b)
+        shares = torch.zeros(b, n, n, m, dtype=torch.float64)
         for g in range(ceil(b / self.m_part)):  # groups are independent problems (official partition)
             s = slice(g * self.m_part, min(b, (g + 1) * self.m_part))
-            labels[s] = comixup_labels(blocks[s], a_dist[s, s], generator=generator, alpha=self.alpha, beta=self.beta,
-                                       gamma=self.gamma, eta=self.eta, omega=self.omega, thres=self.thres,
-                                       niter=self.niter, resolve=self.resolve)
-        return {"grid": n, "labels": labels}
+            size = s.stop - s.start
+            shares[s, :, :, :size] = comixup_labels(
+                blocks[s], a_dist[s, s], generator=generator, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
+                eta=self.eta, omega=self.omega, thres=self.thres, niter=self.niter, resolve=self.resolve,
+                mixed_blocks=self.mixed_blocks)
+        return {"grid": n, "block_shares": shares.float()}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         b, _, h, w = images.shape
         dev, dt = images.device, images.dtype
-        labels = params["labels"].to(dev)
-        m = min(self.m_part, b)
+        block_share = params["block_shares"].to(dev, dt)  # (B, n, n, m): share of each local input in each block
+        m = block_share.shape[-1]
         pos = torch.arange(b, device=dev)
         start = pos // self.m_part * self.m_part
         size = (start + self.m_part).clamp(max=b) - start
         local = pos - start
-        block_share = F.one_hot(labels, m).to(dt)  # (B, n, n, m): local input of every block
         pixel_share = F.interpolate(block_share.permute(0, 3, 1, 2), size=(h, w), mode="nearest")  # (B, m, H, W)
         weights = block_share.flatten(1, 2).double().mean(1).float()  # (B, m) block shares
         soft = self.soft(targets, dev)

@@ -52,6 +52,7 @@ class RMix(Mixer):
     name = "rmix"
     summary = "random saliency quantile: copy the salient side where masks disagree, Mixup where they agree"
     reference = "Luu et al., Expeditious Saliency-guided Mix-up through Random Gradient Thresholding, arXiv 2212.04875, 2023"
+    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
     content_independent = False
 
     def __init__(self, *, alpha: float = 0.2, num_patches: int = 4,

@@ -62,6 +62,7 @@ class SnapMix(Mixer):
     name = "snapmix"
     summary = "resize a partner box into an own box, labels = CAM mass of each box"
     reference = "Huang, Wang, Tao, SnapMix: Semantically Proportional Mixing for Augmenting Fine-grained Data, AAAI 2021"
+    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
     content_independent = False
 
     def __init__(self, *, beta: float = 5.0, prob: float = 1.0, mode: str = "batch", saliency_source: str = "cam",
