@@ -248,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def launch(args: argparse.Namespace) -> int:
+    """Serve the study named by parsed ``args`` until interrupted (login required when credentials are given)."""
     creds = parse_auth(args.auth, args.auth_file)
     demo = build_app(args.db, study=args.study, require_login=bool(creds))
     demo.launch(server_name=args.host, server_port=args.port, auth=creds or None, show_error=True)

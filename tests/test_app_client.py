@@ -232,3 +232,13 @@ def test_softlabel_study_through_the_client(tmp_path):
     probs = {c1: 0.7, c2: 0.2}
     m1, m2 = probs.get(cls1, 0.0), probs.get(cls2, 0.0)
     assert (w1 is None and m1 + m2 == 0) or w1 == pytest.approx(m1 / (m1 + m2))
+
+
+def test_app_cli_errors(tmp_path, capsys):
+    from gazemix.cli import main
+
+    assert main(["app", "--db", str(tmp_path / "none.sqlite")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "auth.txt").write_text("bad line\n")
+    assert main(["app", "--db", str(tmp_path / "none.sqlite"), "--auth-file", str(tmp_path / "auth.txt")]) == 2
+    assert "auth.txt, line 1: expected user:password" in capsys.readouterr().err
