@@ -231,8 +231,9 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
             :class:`EmptyGazeError`; ``"skip"`` marks them invalid and fills them with NaN so accidental
             use shows; ``"uniform"`` marks them invalid and fills them with a uniform density.
         device: where to render (default CPU).
-        cache_dir: when given, maps are stored in ``<cache_dir>/gaze-<hash>.npz`` keyed by a hash of every
-            parameter and every fixation, and reloaded on the next identical call.
+        cache_dir: when given, maps are stored in ``<cache_dir>/gaze-<hash>.npy`` (+ ``.json`` with ``valid``
+            and the report) keyed by a hash of every parameter and every fixation, and reloaded on the next
+            identical call (memory-mapped: a large cache costs nothing until its maps are used).
         chunk: images per batched ``bmm`` (bounds memory).
 
     Returns:
@@ -259,11 +260,13 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
 
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"gaze-{_cache_key(fixations, sizes_np, params)}.npz"
-        if path.is_file():
-            with np.load(path) as z:
-                report = GazeReport(**json.loads(str(z["report"])))
-                return GazeMaps(torch.from_numpy(z["maps"]).to(device), torch.from_numpy(z["valid"]).to(device), report)
+        path = Path(cache_dir) / f"gaze-{_cache_key(fixations, sizes_np, params)}"
+        meta = path.with_suffix(".json")
+        if meta.is_file():  # written last, so its presence means the maps are complete
+            info = json.loads(meta.read_text())
+            # copy-on-write memory map: pages are read when used, and the cache file is never modified
+            maps = torch.from_numpy(np.load(path.with_suffix(".npy"), mmap_mode="c")).to(device)
+            return GazeMaps(maps, torch.tensor(info["valid"], dtype=torch.bool, device=device), GazeReport(**info["report"]))
 
     sigma = np.full(n, float(sigma_px)) if sigma_px is not None else DEFAULT_SIGMA_FRACTION * sizes_np.max(axis=1)
     img, x, y, wt, counts = _pack(fixations, sizes_np, weight_by_duration, min_duration_ms)
@@ -303,9 +306,10 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
         maps[~valid] = fill
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, maps=maps.cpu().numpy(), valid=valid.cpu().numpy(), report=json.dumps(asdict(report)))
-        os.replace(tmp, path)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, maps.cpu().numpy())
+        os.replace(tmp, path.with_suffix(".npy"))
+        path.with_suffix(".json").write_text(json.dumps({"valid": valid.tolist(), "report": asdict(report)}))
     return GazeMaps(maps, valid, report)
 
 

@@ -145,7 +145,7 @@ def test_batch_equals_one_by_one_and_inputs_untouched():
 def test_cache_round_trip(tmp_path, monkeypatch):
     fx = [fix([3, 10], [4, 6]), fix([1], [2])]
     a = render_gaze_maps(fx, [(16, 16)] * 2, (8, 8), cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("gaze-*.npz"))) == 1
+    assert len(list(tmp_path.glob("gaze-*.npy"))) == 1 and len(list(tmp_path.glob("gaze-*.json"))) == 1
     monkeypatch.setattr(gaze, "_profiles", lambda *a, **k: pytest.fail("cached maps were re-rendered"))
     b = render_gaze_maps(fx, [(16, 16)] * 2, (8, 8), cache_dir=tmp_path)
     assert torch.equal(a.maps, b.maps) and torch.equal(a.valid, b.valid)
@@ -154,7 +154,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     render_gaze_maps(fx, [(16, 16)] * 2, (8, 8), cache_dir=tmp_path, sigma_px=3.0)  # new key
     fx[0].x[0] = 4.0  # new data, new key
     render_gaze_maps(fx, [(16, 16)] * 2, (8, 8), cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("gaze-*.npz"))) == 3
+    assert len(list(tmp_path.glob("gaze-*.npy"))) == 3
 
 
 def test_count_maps_keep_duplicates_and_follow_the_fit():
