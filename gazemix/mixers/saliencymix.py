@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.attention.saliency import BACKENDS, check_saliency_source, needs_for_source, saliency_for_mixer
+from gazemix.attention.saliency import (BACKENDS, bottom_up_saliency, check_saliency_source, needs_for_source,
+                                        saliency_for_mixer)
 from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_around
 from gazemix.mixers.cutmix import paste_boxes
@@ -79,17 +80,18 @@ class SaliencyMix(Mixer):
         return "saliency= (B, 1, H, W) for saliency_source='context', gaze= (B, 1, H, W) for 'gaze'"
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
-        b, hw = images.shape[0], tuple(images.shape[-2:])
+        b = images.shape[0]
         applied = bool(torch.rand(1, generator=generator) < self.prob)
         lam = sample_beta(self.alpha, b if self.per_sample else 1, generator)
         index = draw_partners(b, generator, self.pairing)
         if not applied:
             return {"applied": False, "lam_sampled": lam.expand(b), "index": index,
                     "boxes": torch.zeros(b, 4, dtype=torch.long)}
-        rows = index.to(images.device) if self.per_sample else index[:1].to(images.device)
-        saliency = saliency_for_mixer(self.saliency_source, images[rows], targets[rows.to(targets.device)],
-                                      {k: (v[rows.to(v.device)] if k in ("saliency", "gaze") and v is not None else v)
-                                       for k, v in context.items()}, self.name)
+        rows = index.to(images.device) if self.per_sample else index[:1].to(images.device)  # the partners' maps
+        if self.saliency_source in BACKENDS:
+            saliency = bottom_up_saliency(images[rows], self.saliency_source)
+        else:
+            saliency = saliency_for_mixer(self.saliency_source, images, targets, context, self.name)[rows]
         boxes = peak_boxes(saliency, lam.to(images.device)).cpu()
         return {"applied": True, "lam_sampled": lam.expand(b), "index": index, "boxes": boxes.expand(b, 4)}
 
