@@ -217,17 +217,22 @@ class MixResult:
     def replay_sources(self, maps: Tensor) -> Tensor:
         """Map mass that each output keeps from each source: ``(B', S)``."""
         self._check_maps(maps)
-        b, _, h, w = self.images.shape
+        b = self.images.shape[0]
+        totals = maps.sum(dim=(1, 2, 3))
+        flat = maps.reshape(maps.shape[0], -1)
         masses = []
         for src in self.sources:
-            g = maps[src.index]
+            share = src.share.to(maps.dtype)
             if src.warp is not None:
-                g = src.warp.apply_density(g)
-            share = src.share.to(g.dtype)
-            if share.shape[-2:] == (1, 1):  # constant share per sample: no per-pixel product needed
-                masses.append(share.reshape(share.shape[0], -1)[:, 0].expand(b) * g.sum(dim=(1, 2, 3)))
-            else:
+                g = src.warp.apply_density(maps[src.index])
                 masses.append((share * g).sum(dim=(1, 2, 3)))
+            elif share.shape[-2:] == (1, 1):  # constant share per sample: no per-pixel product needed
+                masses.append(share.reshape(share.shape[0], -1)[:, 0].expand(b) * totals[src.index])
+            elif share.shape[0] == 1:  # one mask for the whole batch: a matrix-vector product
+                masses.append(flat[src.index] @ share.reshape(-1))
+            else:  # per-sample masks: batched dot products, no temporary map-sized product
+                g = flat if _is_identity(src.index, flat.shape[0]) else flat[src.index]
+                masses.append(torch.bmm(g.unsqueeze(1), share.reshape(b, -1, 1)).view(b))
         return torch.stack(masses, dim=1)
 
     def replay(self, maps: Tensor) -> tuple[Tensor, Tensor]:
@@ -250,12 +255,29 @@ class MixResult:
         if maps.shape[0] < n:
             raise MixerInputError(f"maps hold {maps.shape[0]} maps but the mix draws on {n} input images")
 
+    def select(self, rows: Tensor) -> "MixResult":
+        """The outputs ``rows`` only (sources, warps and targets sliced alike); ``params`` are kept whole."""
+        if _is_identity(rows, self.images.shape[0]):
+            return self
+        rows = rows.to(self.images.device)
+
+        def pick(s: MixSource) -> MixSource:
+            share = s.share if s.share.shape[0] == 1 else s.share[rows]
+            return MixSource(s.index[rows], share, s.weight[rows], None if s.warp is None else s.warp.index_select(rows))
+        return dataclasses.replace(self, images=self.images[rows], targets=self.targets[rows],
+                                   sources=tuple(pick(s) for s in self.sources))
+
     def to(self, device: torch.device | str) -> "MixResult":
         def move(s: MixSource) -> MixSource:
             warp = None if s.warp is None else dataclasses.replace(s.warp, src=s.warp.src.to(device), dst=s.warp.dst.to(device))
             return MixSource(s.index.to(device), s.share.to(device), s.weight.to(device), warp)
         return dataclasses.replace(self, images=self.images.to(device), targets=self.targets.to(device),
                                    sources=tuple(move(s) for s in self.sources))
+
+
+def _is_identity(index: Tensor, n: int) -> bool:
+    """True when ``index`` is ``arange(n)`` (a cheap check that skips a gather)."""
+    return index.numel() == n and bool((index == torch.arange(n, device=index.device)).all())
 
 
 # ---------------------------------------------------------------------------------------------- mixers

@@ -59,9 +59,9 @@ class BCLearning(Mixer):
             share = r.view(-1, 1, 1, 1).to(images.dtype)
             return self.pair_result(images, torch.lerp(images[index], images, share), targets, index, share, r, params)
         centred = images - images.mean(dim=(1, 2, 3), keepdim=True)
-        std = centred.std(dim=(1, 2, 3), unbiased=False)
+        std = centred.pow(2).mean(dim=(1, 2, 3)).sqrt()
         s1, s2 = std, std[index]
-        degenerate = (s1 <= 0) | (s2 <= 0)
+        degenerate = ~(s1 > 0) | ~(s2 > 0)  # also catches NaN (no pixels)
         p = 1.0 / (1.0 + (s1 / s2.clamp_min(1e-12)) * (1.0 - r) / r.clamp_min(1e-12))
         p = torch.where(degenerate, r.to(p.dtype), p)
         norm = torch.sqrt(p ** 2 + (1 - p) ** 2)

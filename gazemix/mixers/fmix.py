@@ -22,26 +22,30 @@ from gazemix.registry import register_mixer
 def low_frequency_images(n: int, hw: tuple[int, int], decay_power: float, generator: torch.Generator) -> Tensor:
     """``n`` grey images of ``1/f^decay_power`` noise, ``(n, H, W)`` (the official ``make_low_freq_image``)."""
     h, w = hw
-    fy = torch.fft.fftfreq(h, dtype=torch.float64).view(-1, 1)
-    fx = torch.fft.rfftfreq(w, dtype=torch.float64).view(1, -1)
+    fy = torch.fft.fftfreq(h, dtype=torch.float32).view(-1, 1)
+    fx = torch.fft.rfftfreq(w, dtype=torch.float32).view(1, -1)
     freqs = torch.sqrt(fy ** 2 + fx ** 2)
     scale = 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay_power
-    re = torch.randn((n, *freqs.shape), generator=generator, dtype=torch.float64)
-    im = torch.randn((n, *freqs.shape), generator=generator, dtype=torch.float64)
+    re = torch.randn((n, *freqs.shape), generator=generator)
+    im = torch.randn((n, *freqs.shape), generator=generator)
     spectrum = torch.complex(re * scale, im * scale)
     return torch.fft.irfft2(spectrum, s=(h, w))
 
 
 def binarise_top_k(grey: Tensor, lam: Tensor, round_up: Tensor) -> Tensor:
-    """1 on the ``ceil``/``floor(lam * H * W)`` largest pixels of each ``(n, H, W)`` image, 0 elsewhere."""
+    """1 on the ``ceil``/``floor(lam * H * W)`` largest pixels of each ``(n, H, W)`` image, 0 elsewhere.
+
+    The threshold of each row is its k-th largest value (one batched sort of the values, then a gather);
+    the low-frequency images are continuous, so ties have probability zero.
+    """
     n, h, w = grey.shape
     total = h * w
     raw = lam.double() * total
     k = torch.where(round_up, torch.ceil(raw), torch.floor(raw)).long().clamp(0, total)
-    order = grey.reshape(n, -1).argsort(dim=1, descending=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(total).expand(n, -1).contiguous())
-    return (rank < k.view(-1, 1)).reshape(n, h, w)
+    flat = grey.reshape(n, -1)
+    ordered = flat.sort(dim=1, descending=True).values
+    thresholds = ordered.gather(1, (k - 1).clamp_min(0).view(-1, 1))
+    return ((flat >= thresholds) & (k > 0).view(-1, 1)).reshape(n, h, w)
 
 
 @register_mixer
