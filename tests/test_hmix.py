@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from data_adapters.base import AdapterError
-from data_adapters.hmix import INFER_CSV, parse_stimulus, read_hmix_inferences, read_processed
+from data_adapters.hmix import (CIFAR10_CLASSES, INFER_CSV, SOFT_CSV, parse_stimulus, read_hmix_inferences,
+                                read_hmix_soft_labels, read_processed)
+from gazemix.cli import main
 from gazemix.study.analysis import load_tables, per_item, per_lambda
 from gazemix.study.hmix import import_hmix
 
@@ -114,3 +116,44 @@ def test_real_hmix_reproduces_processed_json(tmp_path):
         assert pl.loc[lam, "human_median"] == pytest.approx(np.median(preds), abs=1e-9)
         assert pl.loc[lam, "gap_mean"] == pytest.approx(preds.mean() - lam, abs=1e-9)
     assert pl["n"].tolist() == [987, 885, 1258, 968, 852]
+
+
+SOFT_HEADER = "subject,filename,task,response,mixtureCoeff,label1,label2,rt,trial_index,condition\n"
+
+
+def _soft(resp: dict, subject="s1", task="spec_conf", trial=3) -> str:
+    js = json.dumps(resp).replace('"', '""')
+    return f'{subject},mixed_0.25_Cat_1_Dog_2.png,{task},"{js}",0.25,Cat,Dog,2000,{trial},1\n'
+
+
+def test_soft_labels_fixture(tmp_path):
+    rows = [",,,,,,,,0,1\n",  # a consent/instruction row: skipped and counted
+            _soft({"classSelect": "mostProbDog", "prob": "60", "classSelect2": "secondProbCat", "prob2": "20",
+                   "improbClassSelectShip": "1"}),
+            _soft({"classSelect": "mostProbFrog", "prob": "90", "classSelect2": "secondProbNo", "prob2": ""},
+                  subject="s2")]
+    (tmp_path / SOFT_CSV).write_text(SOFT_HEADER + "".join(rows))
+    t = read_hmix_soft_labels(tmp_path)
+    assert t.skipped == 1
+    r = t.responses.set_index("annotator")
+    assert r.loc["s1", "weight1"] == pytest.approx(0.2 / 0.8)  # image 1 is the Cat
+    assert r.loc["s1", "excluded"] == ["Ship"] and r.loc["s1", "prob1"] == pytest.approx(0.6)
+    assert r.loc["s2", "weight1"] is None or np.isnan(r.loc["s2", "weight1"])  # neither source class named
+    bad = _soft({"classSelect": "mostProbZebra", "prob": "60"})
+    (tmp_path / SOFT_CSV).write_text(SOFT_HEADER + bad)
+    with pytest.raises(AdapterError, match="line 2, field 'response.classSelect'"):
+        read_hmix_soft_labels(tmp_path)
+
+
+@needs_hmix
+def test_real_soft_labels_match_published_vectors(tmp_path):
+    t = read_hmix_soft_labels(HMIX)
+    assert (len(t.responses), t.skipped, t.responses["annotator"].nunique(), len(t.items)) == (216, 56, 8, 100)
+    pub = json.loads((HMIX / "hmix_individ_soft_labels.json").read_text())
+    assert t.responses.groupby("key").size().to_dict() == {k: len(v) for k, v in pub.items()}
+    for r in t.responses.itertuples():  # each stated most likely class carries mass in a published label
+        assert any(v[CIFAR10_CLASSES.index(r.choice1)] > 0 for v in pub[r.key])
+    db = tmp_path / "h.sqlite"
+    assert main(["humans", "import-hmix", str(HMIX), "--task", "softlabel", "--db", str(db)]) == 0
+    assert main(["humans", "report", "--db", str(db), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "per_lambda.csv").read_text().startswith("lam,n,n_items,human_mean,human_median,gap_mean")

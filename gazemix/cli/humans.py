@@ -4,6 +4,8 @@ Usage:
     gazemix humans report --db study.sqlite --out runs/report
     gazemix humans export --db study.sqlite --out runs/export
     gazemix humans import-hmix ../shared/data/hmix --db hmix.sqlite
+    gazemix humans import-hmix ../shared/data/hmix --task softlabel --db hmix.sqlite
+    gazemix humans report --db hmix.sqlite --study hmix-infer --out runs/hmix
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--study", default=None, help="study name when the database holds several")
         q.add_argument("--out", required=True, help="output folder")
     r.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    i = hsub.add_parser("import-hmix", help="load H-Mix's published mixing-factor judgments as a study")
-    i.add_argument("dir", help="the H-Mix folder holding hmix_infer_mixing_factor.csv")
+    i = hsub.add_parser("import-hmix", help="load H-Mix's published judgments as a study")
+    i.add_argument("dir", help="the H-Mix folder (hmix_infer_mixing_factor.csv, hmix_categorical_soft_labels.csv)")
     i.add_argument("--db", required=True, help="study database to create or add to")
-    i.add_argument("--name", default="hmix-infer", help="study name (default hmix-infer)")
+    i.add_argument("--task", default="infer", choices=("infer", "softlabel"),
+                   help="infer: mixing-factor sliders (default); softlabel: categorical soft labels")
+    i.add_argument("--name", default=None, help="study name (default hmix-<task>)")
     i.add_argument("--images", default=None, help="optional folder with the mixed_*.png stimuli")
     p.set_defaults(func=run)
 
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from gazemix.study.hmix import import_hmix
 
-        study = import_hmix(args.dir, args.db, name=args.name, images=args.images)
+        study = import_hmix(args.dir, args.db, task=args.task, name=args.name, images=args.images)
         log(f"imported H-Mix as study {study.name!r}; analyse with `gazemix humans report --db {args.db} --out DIR`")
         print(args.db)
     return 0

@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS responses (
     left_is_image1 INTEGER,
     choice1 TEXT, prob1 REAL, choice2 TEXT, prob2 REAL,
     clicks TEXT,                                 -- JSON [[x, y], ...] in image pixels
+    excluded TEXT,                               -- JSON classes marked "definitely not" (H-Mix soft labels)
     flags TEXT NOT NULL DEFAULT '',              -- comma-separated quality flags
     rt_ms REAL,
     session TEXT,
