@@ -156,9 +156,8 @@ def _pack(fixations: Sequence[Fixations], sizes: np.ndarray, weight_by_duration:
     n = len(fixations)
     lens = np.fromiter((len(f) for f in fixations), dtype=np.int64, count=n)
     img = np.repeat(np.arange(n), lens)
-    cat = lambda name: np.concatenate([np.asarray(getattr(f, name), dtype=np.float64).reshape(-1) for f in fixations]) \
-        if n else np.zeros(0)
-    x, y, dur = cat("x"), cat("y"), cat("duration_ms")
+    x, y, dur = (np.concatenate([np.asarray(getattr(f, name), dtype=np.float64).reshape(-1) for f in fixations] or
+                                [np.zeros(0)]) for name in ("x", "y", "duration_ms"))
     if x.shape != img.shape or y.shape != img.shape or dur.shape != img.shape:
         raise ValueError("every Fixations must hold x, y and duration_ms arrays of the same length")
     counts = {}
@@ -198,6 +197,12 @@ def _profiles(pos: np.ndarray, sigma: np.ndarray, n_pix: int, device: torch.devi
     mass = torch.where(lo >= 0, t_lo - t_hi, torch.where(hi <= 0, t_hi - t_lo, 1.0 - t_lo - t_hi))
     table = torch.cat([mass.clamp_min(0), torch.zeros(1, n_pix, device=device)])
     return row.reshape(-1), table
+
+
+def _gather_profiles(table: Tensor, row: np.ndarray, f: np.ndarray, present: np.ndarray) -> Tensor:
+    """Profiles of fixations ``f`` ``(n, K)`` as ``(n, K, P)``; absent slots get the table's all-zero last row."""
+    idx = torch.as_tensor(np.where(present, row[f], len(table) - 1).reshape(-1), device=table.device)
+    return table.index_select(0, idx).view(*present.shape, -1)
 
 
 def _cache_key(fixations: Sequence[Fixations], sizes: np.ndarray, params: dict) -> str:
@@ -250,6 +255,8 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
         raise ValueError(f"min_duration_ms must be a non-negative number, got {min_duration_ms!r}")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     out_hw = (int(out_hw[0]), int(out_hw[1]))
     sizes_np = np.asarray(sizes, dtype=np.int64).reshape(n, 2)
     geo = np.array([fit_geometry(tuple(s), out_hw, fit) for s in sizes_np], dtype=np.float64).reshape(n, 4)
@@ -276,19 +283,17 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
     lens = np.bincount(img, minlength=n)
     starts = np.cumsum(lens) - lens
     order = np.argsort(lens, kind="stable")  # chunks of similar fixation counts: little padding
-    maps = torch.empty((n, 1) + out_hw, dtype=torch.float32, device=device)
-    for c in range(0, n, chunk):
+    maps = (torch.empty if len(img) else torch.zeros)((n, 1) + out_hw, dtype=torch.float32, device=device)  # every row is written
+    for c in range(0, n if len(img) else 0, chunk):
         ids = order[c:c + chunk]
         k = np.arange(max(int(lens[ids].max()), 1))
-        present = k < lens[ids, None]
+        present = k < lens[ids, None]  # (n, K) slots holding a fixation
         f = np.where(present, starts[ids, None] + k, 0)
-        pick = lambda rows, table: table.index_select(0, torch.as_tensor(
-            np.where(present, rows[f] if len(rows) else 0, len(table) - 1).reshape(-1), device=device)).view(
-            len(ids), len(k), -1)
-        w = torch.as_tensor(np.where(present, wt[f] if len(wt) else 0, 0.0), dtype=torch.float32, device=device)
+        w = torch.as_tensor(np.where(present, wt[f], 0.0), dtype=torch.float32, device=device)
         # (n, H, K) @ (n, K, W): the sum over fixations of weight * row profile ⊗ column profile
+        rows = _gather_profiles(py, ry, f, present) * w.unsqueeze(-1)
         maps.index_copy_(0, torch.as_tensor(ids, device=device),
-                         torch.bmm((pick(ry, py) * w.unsqueeze(-1)).transpose(1, 2), pick(rx, px)).unsqueeze(1))
+                         torch.bmm(rows.transpose(1, 2), _gather_profiles(px, rx, f, present)).unsqueeze(1))
     total = torch.as_tensor(np.bincount(img, weights=wt, minlength=n), dtype=torch.float32, device=device)
     mass = maps.sum(dim=(1, 2, 3))
     has_fix = total > 0
