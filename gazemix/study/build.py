@@ -130,7 +130,9 @@ def _mix_items(src: SourceSet, mixer_name: str, k: int, seed: int, media: Path, 
             if src.gaze is not None:
                 total = float(g_own[b] + g_partner[b])
                 gaze_lam = float(g_own[b]) / total if total > 0 else None
-                np.save(media / f"{key}_gaze.npy", maps[b].float().numpy())
+                peak = float(maps[b].max())  # stored scaled to peak 1 in float16 (half the disk); the
+                np.save(media / f"{key}_gaze.npy",  # click metrics (NSS, AUC, CC, SIM) ignore the scale
+                        (maps[b] / peak if peak > 0 else maps[b]).to(torch.float16).numpy())
                 gaze_path = str(rel / f"{key}_gaze.npy")
             wsum = float(w_own[b] + w_partner[b])
             params = {"mixer_config": {k2: v for k2, v in mixer.config().items()},

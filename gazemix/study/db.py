@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS items (
     study_id INTEGER NOT NULL REFERENCES studies(id),
     key TEXT NOT NULL,                           -- stable name, e.g. the H-Mix stimulus file name
     image_path TEXT,                             -- PNG relative to the database folder (NULL: not available)
-    gaze_path TEXT,                              -- .npy gaze map of the mixed image (NULL: no gaze)
+    gaze_path TEXT,                              -- .npy gaze map of the mixed image, peak 1 (NULL: no gaze)
     height INTEGER, width INTEGER,
     mixer TEXT NOT NULL,                         -- 'none' for attention checks
     params TEXT NOT NULL DEFAULT '{}',           -- JSON provenance: mixer options and sampled parameters
