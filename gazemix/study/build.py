@@ -9,6 +9,7 @@ images with a known answer, as HILL MixE's catch trials (Collins et al., UAI 202
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -90,6 +91,11 @@ def _item_params(params: dict[str, Any], b: int, batch: int) -> dict[str, Any]:
     return out
 
 
+def _blind(rel: Path, key: str) -> str:
+    """An opaque file stem, so the URL a browser loads does not tell the annotator the mixer or the check."""
+    return hashlib.sha256(f"{rel}/{key}".encode()).hexdigest()[:16]
+
+
 def _save_png(img: Tensor, path: Path) -> None:
     arr = (img.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     Image.fromarray(arr).save(path)
@@ -125,15 +131,16 @@ def _mix_items(src: SourceSet, mixer_name: str, k: int, seed: int, media: Path, 
             if c1 == c2 or len(items) >= k:
                 continue
             key = f"{mixer_name}_{len(items):04d}"
-            _save_png(res.images[b], media / f"{key}.png")
+            stem = _blind(rel, key)
+            _save_png(res.images[b], media / f"{stem}.png")
             gaze_lam = gaze_path = None
             if src.gaze is not None:
                 total = float(g_own[b] + g_partner[b])
                 gaze_lam = float(g_own[b]) / total if total > 0 else None
                 peak = float(maps[b].max())  # stored scaled to peak 1 in float16 (half the disk); the
-                np.save(media / f"{key}_gaze.npy",  # click metrics (NSS, AUC, CC, SIM) ignore the scale
+                np.save(media / f"{stem}_gaze.npy",  # click metrics (NSS, AUC, CC, SIM) ignore the scale
                         (maps[b] / peak if peak > 0 else maps[b]).to(torch.float16).numpy())
-                gaze_path = str(rel / f"{key}_gaze.npy")
+                gaze_path = str(rel / f"{stem}_gaze.npy")
             wsum = float(w_own[b] + w_partner[b])
             params = {"mixer_config": {k2: v for k2, v in mixer.config().items()},
                       "sampled": _item_params(dict(res.params), b, res.images.shape[0]), "call": calls - 1,
@@ -141,7 +148,7 @@ def _mix_items(src: SourceSet, mixer_name: str, k: int, seed: int, media: Path, 
             items.append(ItemRecord(
                 key=key, class1=src.class_names[c1], class2=src.class_names[c2],
                 lam=float(w_own[b]) / wsum if wsum > 0 else 0.5, mixer=mixer_name,
-                image_path=str(rel / f"{key}.png"), gaze_path=gaze_path, height=int(res.images.shape[-2]),
+                image_path=str(rel / f"{stem}.png"), gaze_path=gaze_path, height=int(res.images.shape[-2]),
                 width=int(res.images.shape[-1]), params=params, source1=f"{src.name}:{int(own[b])}",
                 source2=f"{src.name}:{int(partner[b])}", gaze_lam=gaze_lam, seed=seed))
     return items
@@ -160,13 +167,14 @@ def _check_items(src: SourceSet, k: int, mode: str, seed: int, media: Path, rel:
         pure_is_1 = bool(rng.random() < 0.5)
         c1, c2 = (true, other) if pure_is_1 else (other, true)
         key = f"check_{j:04d}"
-        _save_png(src.images[i], media / f"{key}.png")
+        stem = _blind(rel, key)
+        _save_png(src.images[i], media / f"{stem}.png")
         answer: dict[str, Any] = {"infer": {"weight1": float(pure_is_1)}, "softlabel": {"class": src.class_names[true]}}.get(mode, {})
         if mode == "click":
             ys, xs = torch.nonzero(src.masks[i, 0] > 0, as_tuple=True)
             answer = {"box": [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1]}
         items.append(ItemRecord(key=key, class1=src.class_names[c1], class2=src.class_names[c2], lam=float(pure_is_1),
-                                mixer="none", image_path=str(rel / f"{key}.png"), height=int(src.images.shape[-2]),
+                                mixer="none", image_path=str(rel / f"{stem}.png"), height=int(src.images.shape[-2]),
                                 width=int(src.images.shape[-1]), source1=f"{src.name}:{int(i)}",
                                 source2=f"{src.name}:{int(i)}", is_check=True, check_answer=answer, seed=seed))
     return items
