@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["BACKENDS", "bottom_up_saliency", "fine_grained_saliency", "spectral_residual_saliency"]
+__all__ = ["BACKENDS", "SaliencyInputError", "bottom_up_saliency", "fine_grained_saliency", "saliency_for_mixer",
+           "spectral_residual_saliency"]
 
 BACKENDS = ("fine_grained", "spectral_residual")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as OpenCV's RGB -> grey conversion
