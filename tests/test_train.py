@@ -148,7 +148,7 @@ def test_gaze_maps_follow_the_image_crop_and_flip():
     images = (gaze / gaze.amax(dim=(2, 3), keepdim=True)).expand(b, 3, s, s).clone()  # pixels = the gaze map
     aug = BatchAugment(24, (0.3, 1.0), mean=(0, 0, 0), std=(1, 1, 1))
     crops, maps, empty = aug(images, gaze, torch.Generator().manual_seed(0))
-    assert empty == 0 and maps.shape == (b, 1, 24, 24)
+    assert int(empty) == 0 and maps.shape == (b, 1, 24, 24)
     torch.testing.assert_close(maps.sum(dim=(1, 2, 3)), torch.ones(b))
     shape = crops[:, :1] / crops[:, :1].sum(dim=(2, 3), keepdim=True)
     torch.testing.assert_close(maps, shape, atol=1e-6, rtol=1e-4)

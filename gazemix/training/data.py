@@ -59,8 +59,11 @@ class BatchAugment:
         self.img_size, self.crop_scale = int(img_size), tuple(crop_scale)
         self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
-    def __call__(self, images: Tensor, gaze: Tensor | None, generator: torch.Generator) -> tuple[Tensor, Tensor | None, int]:
-        """``images (B, 3, P, P)`` in [0, 1], optional ``gaze (B, 1, P, P)`` → normalised crops, maps, #empty maps."""
+    def __call__(self, images: Tensor, gaze: Tensor | None, generator: torch.Generator) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``images (B, 3, P, P)`` in [0, 1], optional ``gaze (B, 1, P, P)`` → normalised crops, maps, #empty maps.
+
+        The count is a 0-dim tensor on the device (reading it is left to the caller: no host sync per batch).
+        """
         b = images.shape[0]
         boxes = sample_crop_boxes(b, tuple(images.shape[-2:]), scale=self.crop_scale, generator=generator)
         flip = torch.rand(b, generator=generator) < 0.5
@@ -68,9 +71,9 @@ class BatchAugment:
         crops, maps, valid = crop_flip(images, maps, boxes, flip.to(images.device), (self.img_size, self.img_size))
         crops = (crops - self.mean.to(crops)) / self.std.to(crops)
         if gaze is None:
-            return crops, None, 0
+            return crops, None, crops.new_zeros(())
         uniform = torch.full_like(maps, 1.0 / (self.img_size * self.img_size))
-        return crops, torch.where(valid.view(-1, 1, 1, 1), maps, uniform), int((~valid).sum())
+        return crops, torch.where(valid.view(-1, 1, 1, 1), maps, uniform), (~valid).sum()
 
     def normalise(self, images: Tensor) -> Tensor:
         return (images - self.mean.to(images)) / self.std.to(images)

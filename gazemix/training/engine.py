@@ -80,8 +80,10 @@ class _FinalTokens:
 
 @dataclass
 class StepOutput:
+    """The detached loss and its terms (tensors: reading them is left to the caller, so a step never syncs)."""
+
     loss: Tensor
-    parts: dict[str, float]
+    parts: dict[str, Tensor]
 
 
 class Trainer:
@@ -186,18 +188,15 @@ class Trainer:
             result = self.mixer.relabel(result, attention=hook.cls_attention(), logits=logits.detach())
             targets = result.targets
         loss = soft_target_ce(logits, targets)
-        parts = {"ce": float(loss.detach())}
+        parts = {"ce": loss.detach()}
         if square:
             extra = square_mix_losses(result, logits, clean_logits, tokens=tokens, token_head=self.core.token_head,
                                       num_prefix_tokens=int(getattr(self.core.backbone, "num_prefix_tokens", 0)))
             for name, value in extra.items():
-                parts[name] = float(value.detach())
+                parts[name] = value.detach()
                 loss = loss + value
         if self.core.token_head is not None and not fine:  # keep the head in the graph: DDP expects every parameter
             loss = loss + 0.0 * sum(p.sum() for p in self.core.token_head.parameters())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {float(loss)} at epoch {epoch + 1}: lower --lr or set "
-                                     f"--clip-grad")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_grad:
@@ -208,7 +207,7 @@ class Trainer:
         return StepOutput(loss.detach(), parts)
 
     def train_epoch(self, loader: Iterable, epoch: int, info: DistInfo, *, max_steps: int | None = None,
-                    quiet: bool = False) -> dict[str, float]:
+                    quiet: bool = False, log_every: int = 20) -> dict[str, float]:
         """One pass over ``loader``: mean training loss and the number of crops without gaze, over all ranks."""
         self.model.train()
         total = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, samples, empty gaze crops
@@ -220,10 +219,18 @@ class Trainer:
             images, labels, gaze = _unpack(batch, self.device)
             images, gaze, empty = self.augment(images, gaze, self.generator)
             out = self.step(images, labels, gaze, epoch)
-            total += torch.tensor([float(out.loss) * labels.shape[0], labels.shape[0], empty], dtype=torch.float64,
-                                  device=self.device)
-            bar.set_postfix(loss=f"{float(out.loss):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            total += torch.stack([out.loss.double() * labels.shape[0], total.new_tensor(labels.shape[0]),
+                                  empty.to(total)])
+            if k % log_every == 0:  # the only host sync of the loop
+                loss = float(out.loss)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {k + 1}: "
+                                             f"lower --lr or set --clip-grad")
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         total = all_reduce_sum(total, info)
+        if not math.isfinite(float(total[0])):
+            raise FloatingPointError(f"the training loss became {float(total[0])} in epoch {epoch + 1}: lower --lr or "
+                                     f"set --clip-grad")
         return {"train_loss": float(total[0] / total[1]) if total[1] > 0 else math.nan,
                 "gaze_empty_crops": int(total[2])}
 

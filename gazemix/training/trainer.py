@@ -35,7 +35,7 @@ from gazemix.training.data import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, Dat
 from gazemix.training.engine import Classifier, Trainer, evaluate
 from gazemix.training.model import ModelError, build_model, check_model_name, is_vit, load_pretrained
 
-__all__ = ["METRIC_COLUMNS", "train"]
+__all__ = ["METRIC_COLUMNS", "build_mixer", "token_head_for", "train"]
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "gaze_empty_crops", "epoch_seconds")
 
@@ -45,31 +45,42 @@ def _log(msg: str, info: distributed.DistInfo, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _make_mixer(cfg: TrainConfig, num_classes: int, backbone: torch.nn.Module, data: TrainData,
-                rank: int) -> Mixer | None:
-    """The mixer named by ``cfg.mixer`` (``none``: no mixing), refusing backbones or data it cannot use."""
-    if cfg.mixer.lower() == "none":
+def build_mixer(name: str, backbone: torch.nn.Module, num_classes: int, *, has_gaze: bool, label_smoothing: float = 0.0,
+                seed: int = 0, options: dict[str, Any] | None = None) -> Mixer | None:
+    """The mixer registered as ``name`` (``"none"``: no mixing) set up for ``backbone``.
+
+    Mixers that work on a patch grid get the ViT's patch size unless ``options`` sets one; a mixer that needs a
+    ViT's attention on a CNN, or human gaze on a data set without it, is refused with what to use instead.
+    """
+    if name.lower() == "none":
         return None
-    cls = mixer_class(cfg.mixer)
+    cls = mixer_class(name)
     vit = is_vit(backbone)
-    options = dict(cfg.mixer_options)
+    model = type(backbone).__name__
+    options = dict(options or {})
     if vit and any("patch_size" in inspect.signature(c.__init__).parameters for c in cls.__mro__[:-1]):
-        # mix on the model's own token grid
-        options.setdefault("patch_size", int(backbone.patch_embed.patch_size[0]))
-    mixer = create_mixer(cls.name, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
-                         seed=cfg.seed * 1000 + rank, **options)
+        options.setdefault("patch_size", int(backbone.patch_embed.patch_size[0]))  # mix on the model's token grid
+    mixer = create_mixer(cls.name, num_classes=num_classes, label_smoothing=label_smoothing, seed=seed, **options)
     if not vit and ("attention" in mixer.needs or mixer.relabels_after_forward):
-        raise ModelError(f"mixer {cls.name!r} reads the attention of a Vision Transformer, but {cfg.model} is a "
-                         f"{type(backbone).__name__}: use a timm ViT/DeiT (e.g. deit_tiny_patch16_224) or a mixer that "
-                         f"works with CNNs (mixup, cutmix, switch, fmix, resizemix; snapmix/attentivemix use a CAM)")
-    if not vit and isinstance(mixer, TdAttenMix) and not (data.has_gaze and mixer.gaze_weight == 1):
+        raise ModelError(f"mixer {cls.name!r} reads the attention of a Vision Transformer, but the model is a {model}: "
+                         f"use a timm ViT/DeiT (e.g. deit_tiny_patch16_224) or a mixer that works with CNNs (mixup, "
+                         f"cutmix, switch, fmix, resizemix; snapmix/attentivemix use a CAM)")
+    if not vit and isinstance(mixer, TdAttenMix) and not (has_gaze and mixer.gaze_weight == 1):
         raise ModelError(f"mixer {cls.name!r} reads its top-down map from a ViT's tokens (class-vector similarity), "
-                         f"but {cfg.model} is a {type(backbone).__name__}: use a timm ViT/DeiT, or on a data set with "
-                         f"gaze drive it by human gaze alone with --mixer-opt gaze_weight=1 (or --mixer gazemix)")
-    missing = [k for k in mixer.needs if k in ("gaze", "saliency") and not data.has_gaze]
+                         f"but the model is a {model}: use a timm ViT/DeiT, or on a data set with gaze drive it by "
+                         f"human gaze alone with --mixer-opt gaze_weight=1 (or --mixer gazemix)")
+    missing = [k for k in mixer.needs if k in ("gaze", "saliency") and not has_gaze]
     if missing:
-        raise DataError(f"mixer {cls.name!r} needs {missing[0]} maps, but {data.description} has no gaze")
+        raise DataError(f"mixer {cls.name!r} needs {missing[0]} maps, but the data set has no gaze")
     return mixer
+
+
+def token_head_for(mixer: Mixer | None, backbone: torch.nn.Module, num_classes: int,
+                   square_losses: bool = True) -> torch.nn.Linear | None:
+    """SMMix/TdAttenMix's linear token head for their fine-grained loss (ViTs only), else ``None``."""
+    if square_losses and isinstance(mixer, MaxMinSquareMixer) and is_vit(backbone):
+        return torch.nn.Linear(backbone.num_features, num_classes)
+    return None
 
 
 def _loader(ds: torch.utils.data.Dataset, cfg: TrainConfig, info: distributed.DistInfo, *, train: bool,
@@ -150,9 +161,9 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
     if cfg.pretrained_path:
         left = load_pretrained(backbone, cfg.pretrained_path)
         _log(f"loaded {cfg.pretrained_path}; newly initialised: {', '.join(left) or 'nothing'}", info, cfg.quiet)
-    mixer = _make_mixer(cfg, k, backbone, data, info.rank)
-    square = isinstance(mixer, MaxMinSquareMixer) and cfg.square_losses
-    token_head = torch.nn.Linear(backbone.num_features, k) if square and is_vit(backbone) else None
+    mixer = build_mixer(cfg.mixer, backbone, k, has_gaze=data.has_gaze, label_smoothing=cfg.label_smoothing,
+                        seed=cfg.seed * 1000 + info.rank, options=cfg.mixer_options)
+    token_head = token_head_for(mixer, backbone, k, cfg.square_losses)
     core = Classifier(backbone, token_head).to(info.device)
     model = DistributedDataParallel(core, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
         if info.enabled else core
