@@ -113,6 +113,9 @@ def build_mixers(names: Sequence[str] | str, *, num_classes: int | None, seed: i
         if missing:
             skipped[cls.name] = f"needs {', '.join(missing)} (pass --model or a data set that provides it)"
             continue
+        if cls.relabels_after_forward and "attention" not in available_context:
+            skipped[cls.name] = "relabels from the model's attention on the mixed batch (pass --model)"
+            continue
         if not cls.content_independent and not has_images and "gaze" not in cls.needs:
             skipped[cls.name] = "needs image pixels (this data set has gaze and sizes only)"
             continue
@@ -214,8 +217,8 @@ def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int =
             own, partner = torch.cat([a, b]), torch.cat([b, a])
             try:
                 result, gaze = _mix_chunk(mixer, data, a, b, _chunk_seed(seed, start), context_provider, device)
-            except MixerInputError as err:  # the mixer needs something this run cannot give it
-                failed[name] = str(err)
+            except (MixerInputError, ValueError, RuntimeError) as err:  # it needs what this run cannot give
+                failed[name] = f"{type(err).__name__}: {err}"
                 mixer_frames = []
                 bar.update(len(chunks) - start // batch_size)
                 break
@@ -259,9 +262,9 @@ def _keep_worst(current: list[Example], name: str, result: MixResult, gaze: Tens
 
 def _pair_rows(name: str, result: MixResult, gaze: Tensor, data: ScoringData, own: Tensor, partner: Tensor,
                positions: Tensor, ghost_max_gaze: float, ghost_min_label: float) -> pd.DataFrame:
-    masses = result.replay_sources(gaze).double()
+    masses = result.replay_sources(gaze).detach().double()
     g_own, g_partner = masses[:, 0], masses[:, 1:].sum(dim=1)
-    lam, partner_lam = result.lam.double(), result.partner_lam.double()
+    lam, partner_lam = result.lam.detach().double(), result.partner_lam.detach().double()
     lam_label = lam / (lam + partner_lam).clamp_min(1e-12)
     lam_gaze, defined = gaze_weight(g_own, g_partner)
     shown, covered = pasted_region_shares(g_own, g_partner)
@@ -287,8 +290,8 @@ def _pair_rows(name: str, result: MixResult, gaze: Tensor, data: ScoringData, ow
 
 def _multi_source_rows(name: str, result: MixResult, gaze: Tensor, data: ScoringData, ids: Tensor) -> pd.DataFrame:
     """Rows of appended mosaics: ``own`` is the first tile, ``partner`` the second; gap over all tiles."""
-    masses = result.replay_sources(gaze).double()
-    weights = torch.stack([s.weight for s in result.sources], dim=1).double()
+    masses = result.replay_sources(gaze).detach().double()
+    weights = torch.stack([s.weight for s in result.sources], dim=1).detach().double()
     gap, defined = source_shares_gap(weights, masses)
     first = result.own_index.cpu()
     second = result.index.cpu()

@@ -259,15 +259,21 @@ def blend_maps(first: Tensor, second: Tensor, weight: float) -> Tensor:
 def topdown_attention(source: nn.Module | Callable[[Tensor, Tensor], Tensor], images: Tensor,
                       labels: Tensor) -> Tensor:
     """Top-down map ``(B, h, w)`` from a provider: a :class:`TopDownViT`, a timm ViT being trained
-    (:func:`class_similarity_map`), or a callable ``(images, labels) -> (B, h, w)``."""
-    if isinstance(source, TopDownViT):
-        out = source(images, labels)
-    elif isinstance(source, nn.Module) and hasattr(source, "blocks") and hasattr(source, "forward_features"):
-        out = class_similarity_map(source, images, labels)
-    elif callable(source):
-        with torch.no_grad():
+    (:func:`class_similarity_map`), or a callable ``(images, labels) -> (B, h, w)``.
+
+    The map only chooses regions and label weights, so it is computed without gradient (as the official
+    code does).
+    """
+    with torch.no_grad():
+        if isinstance(source, TopDownViT):
             out = source(images, labels)
-    else:
+        elif isinstance(source, nn.Module) and hasattr(source, "blocks") and hasattr(source, "forward_features"):
+            out = class_similarity_map(source, images, labels)
+        elif callable(source):
+            out = source(images, labels)
+        else:
+            out = None
+    if out is None:
         raise MixerInputError(f"model= must be a TopDownViT, a timm ViT or a callable (images, labels) -> (B, h, w), "
                               f"got {type(source).__name__}")
     if not isinstance(out, Tensor) or out.ndim != 3 or out.shape[0] != images.shape[0]:

@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=int, default=512, help="demo set size (default 512)")
     p.add_argument("--batch-size", type=int, default=128, help="pairs mixed at once (default 128)")
     p.add_argument("--worst", type=int, default=4, help="worst-gap examples per mixer in the gallery (default 4)")
+    p.add_argument("--model", help="timm model name for mixers that need a model or its attention "
+                   "(e.g. deit_tiny_patch16_224, resnet18); random-initialised unless --checkpoint is given")
+    p.add_argument("--checkpoint", help="local checkpoint/safetensors file for --model (nothing is downloaded)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same pairs, same numbers")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--cache", default=os.environ.get("GAZEMIX_CACHE", str(Path.home() / ".cache" / "gazemix")),
@@ -122,13 +125,18 @@ def run(args: argparse.Namespace) -> int:
     log(f"loading {args.data} data at {args.img_size}x{args.img_size} ...")
     data, note = load_data(args)
     log(f"{data.name}: {data.gaze.shape[0]} images with gaze; {note}")
+    provider, available = None, ("gaze", "index")
+    if args.model:
+        provider = model_provider(args, data.num_classes or 1000, device)
+        available += ("model", "attention", "logits")
     mixers, skipped = build_mixers(args.mixers, num_classes=data.num_classes, seed=args.seed,
-                                   has_images=data.images is not None, available_context=("gaze", "index"))
+                                   has_images=data.images is not None, available_context=available)
     if not mixers:
         raise ValueError("no mixer can run on this data: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     log(f"scoring {len(mixers)} mixers on the same {args.pairs} pairs (seed {args.seed})")
     scored = score_mixers(mixers, data, pairs=args.pairs, seed=args.seed, batch_size=args.batch_size,
-                          keep_worst=args.worst, device=device, progress=not args.quiet)
+                          keep_worst=args.worst, context_provider=provider, device=device,
+                          progress=not args.quiet)
     samples = scored.samples
     skipped.update(scored.skipped)
     mixers = {k: v for k, v in mixers.items() if k not in scored.skipped}
@@ -153,6 +161,23 @@ def run(args: argparse.Namespace) -> int:
         print("\nskipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()))
     log(f"done in {time.perf_counter() - t0:.1f} s; results in {out}/ (scores.csv, samples.parquet, summary.md, *.png)")
     return 0
+
+
+def model_provider(args: argparse.Namespace, num_classes: int, device: torch.device):
+    """A context provider for model-driven mixers: the model, and for ViTs its attention and logits."""
+    from gazemix.attention.vit import model_context
+    from gazemix.training.model import build_model, is_vit
+
+    model = build_model(args.model, num_classes, args.img_size)
+    if args.checkpoint:
+        from gazemix.training.model import load_pretrained
+        load_pretrained(model, args.checkpoint)
+    else:
+        log(f"warning: --model {args.model} is random-initialised; pass --checkpoint for meaningful attention")
+    model = model.to(device).eval()
+    if is_vit(model):
+        return model_context(model)
+    return lambda images, targets: {"model": model}
 
 
 def format_table(summary: pd.DataFrame) -> str:
