@@ -163,3 +163,35 @@ def test_cuda_matches_cpu():
         assert out.is_cuda and torch.allclose(out.cpu(), fn(*args), rtol=1e-9), fn.__name__
     gb = auc_borji(s.cuda(), f.cuda(), generator=torch.Generator().manual_seed(0))
     assert gb.is_cuda and torch.allclose(gb.cpu(), auc_borji(s, f, generator=torch.Generator().manual_seed(0)))
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared (real CUB-GHA files) is absent")
+def test_cub_gha_human_agreement_matches_the_spec():
+    """Runs 1-4 against run 5 on 150 images (spec gaze_humans.md §6.3 used 1,500 at full size)."""
+    from data_adapters.base import Fixations
+    from data_adapters.cub_gha import CubGha, observer_run
+    from gazemix.gaze import count_maps, render_gaze_maps
+
+    data = CubGha(SHARED / "data" / "cub_gha")
+    pool = [s for s in data if 5 in s.meta["runs"] and len(s.meta["runs"]) > 1]
+    chosen = [pool[i] for i in np.random.default_rng(0).choice(len(pool), 150, replace=False)]
+    part = lambda f, keep: Fixations(f.x[keep], f.y[keep], f.duration_ms[keep], f.observer[keep])
+    run5 = [part(s.fixations, observer_run(s.fixations.observer) == 5) for s in chosen]
+    others = [part(s.fixations, observer_run(s.fixations.observer) != 5) for s in chosen]
+    sizes, out = [s.size for s in chosen], (128, 128)
+    g5 = render_gaze_maps(run5, sizes, out).maps[:, 0]
+    go = render_gaze_maps(others, sizes, out).maps[:, 0]
+    c5 = count_maps(run5, sizes, out)
+    centre = go.mean(0, keepdim=True).expand_as(go)  # a data-driven centre prior
+    assert nss(g5, c5).mean().item() == pytest.approx(5.73, abs=0.4)
+    assert auc_uniform(g5, c5).mean().item() == pytest.approx(0.987, abs=0.01)
+    assert nss(go, c5).mean().item() == pytest.approx(4.43, abs=0.4)
+    assert auc_uniform(go, c5).mean().item() == pytest.approx(0.954, abs=0.015)
+    assert cc(go, g5).mean().item() == pytest.approx(0.840, abs=0.05)
+    assert sim(go, g5).mean().item() == pytest.approx(0.704, abs=0.04)
+    assert kld(go, g5).mean().item() == pytest.approx(0.69, abs=0.3)  # heavy-tailed: sd 1.04 per image
+    assert auc_uniform(centre, c5).mean().item() == pytest.approx(0.902, abs=0.02)
+    assert auc_shuffled(centre, c5).mean().item() == pytest.approx(0.5, abs=0.05)  # sAUC discounts centre bias
