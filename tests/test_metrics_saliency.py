@@ -1,6 +1,7 @@
 """Saliency metrics: pysaliency's own fixture numbers, identities, invariances and hand-computed values."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from gazemix.metrics import auc_borji, auc_judd, auc_shuffled, auc_uniform, cc, info_gain, kld, nss, sim
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 # pysaliency tests/test_saliency_map_models.py: two 40x40 stimuli, S = exp(-0.5 r^2 / size), size = sqrt(40^2 + 40^2)
 YY, XX = np.mgrid[:40, :40]
@@ -163,9 +166,6 @@ def test_cuda_matches_cpu():
         assert out.is_cuda and torch.allclose(out.cpu(), fn(*args), rtol=1e-9), fn.__name__
     gb = auc_borji(s.cuda(), f.cuda(), generator=torch.Generator().manual_seed(0))
     assert gb.is_cuda and torch.allclose(gb.cpu(), auc_borji(s, f, generator=torch.Generator().manual_seed(0)))
-
-
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared"
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared (real CUB-GHA files) is absent")
