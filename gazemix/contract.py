@@ -126,9 +126,11 @@ def soft_targets(targets: Tensor, num_classes: int | None, smoothing: float = 0.
             raise MixerInputError("targets of shape (B,) must be integer class indices, got a float tensor")
         if num_classes is None:
             raise MixerInputError("targets are class indices (B,): pass num_classes= to the mixer")
-        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
-            raise MixerInputError(f"targets must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
-                                  f"got values in [{int(targets.min())}, {int(targets.max())}]")
+        if targets.numel():
+            lo, hi = (int(v) for v in torch.aminmax(targets))  # one device sync for both bounds
+            if lo < 0 or hi >= num_classes:
+                raise MixerInputError(f"targets must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
+                                      f"got values in [{lo}, {hi}]")
         soft = F.one_hot(targets.long(), num_classes).float()
     elif targets.ndim == 2:
         if num_classes is not None and targets.shape[1] != num_classes:

@@ -250,6 +250,7 @@ def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int =
 def _keep_worst(current: list[Example], name: str, result: MixResult, gaze: Tensor, frame: pd.DataFrame,
                 data: ScoringData, k: int) -> list[Example]:
     gaps = torch.tensor(frame["gap"].to_numpy()).nan_to_num(nan=-1.0)
+    gaps[gaps < 1e-6] = -1.0  # a sample whose label matches its gaze is not an example of a gap
     top = gaps.topk(min(k, gaps.numel())).indices
     picked = result.select(top)
     maps = picked.source_maps(gaze).sum(dim=1)

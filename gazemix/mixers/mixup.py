@@ -47,5 +47,6 @@ class Mixup(Mixer):
         lam = params["lam"].to(images.device, images.dtype)
         index = params["index"].to(images.device)
         share = lam.view(-1, 1, 1, 1)
-        mixed = torch.lerp(images[index], images, share)
+        mixed = images[index]  # a fresh gather: blending into it in place saves one batch-sized allocation
+        mixed.lerp_(images, share)
         return self.pair_result(images, mixed, targets, index, share, lam, params)
