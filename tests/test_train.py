@@ -267,3 +267,56 @@ def test_tlalign_targets_follow_the_attention_of_the_training_forward(tmp_path):
     torch.testing.assert_close(logits, ref_logits)
     torch.testing.assert_close(targets, ref_targets)
     torch.testing.assert_close(targets.sum(dim=1), torch.ones(4))
+
+
+def test_cub_layout_with_cub_gha_fixations(tmp_path):
+    from PIL import Image
+
+    from gazemix.training.data import build_data
+
+    cub, gaze_dir = tmp_path / "CUB_200_2011", tmp_path / "data_5runs"
+    (cub / "images" / "001.A").mkdir(parents=True)
+    (cub / "images" / "002.B").mkdir()
+    gaze_dir.mkdir()
+    rng = torch.Generator().manual_seed(0)
+    images, labels, split, fixations = [], [], [], []
+    for i in range(1, 7):
+        c = 1 + (i % 2)
+        rel = f"00{c}.{'AB'[c - 1]}/img{i}.jpg"
+        Image.fromarray((255 * torch.rand(30, 40, 3, generator=rng)).to(torch.uint8).numpy()).save(cub / "images" / rel)
+        images.append(f"{i} {rel}")
+        labels.append(f"{i} {c}")
+        split.append(f"{i} {int(i <= 4)}")
+        fixations.append(f"{i},40,30,{3 + 30 * (c - 1)},15,200,{4 + 30 * (c - 1)},14,150")
+    for name, lines in [("images.txt", images), ("image_class_labels.txt", labels), ("train_test_split.txt", split),
+                        ("classes.txt", ["1 001.A", "2 002.B"])]:
+        (cub / name).write_text("\n".join(lines) + "\n")
+    (gaze_dir / "Fixation_run1.txt").write_text("\n".join(fixations) + "\n")
+    with pytest.raises(DataError, match="--gaze-root"):
+        build_data("cub", str(cub), 32)
+    data = build_data("cub", str(cub), 32, gaze_root=str(gaze_dir))
+    assert data.class_names == ["A", "B"] and data.has_gaze
+    assert (len(data.train), len(data.val)) == (4, 2)
+    image, label, gaze = data.train[0]  # image 1: class B, fixations near the right edge
+    assert int(label) == 1 and image.shape == (3, 36, 36)
+    cols = gaze[0].sum(dim=0)
+    assert float(cols[18:].sum()) > 0.9
+    result = train(cfg(tmp_path, data="cub", root=str(cub), gaze_root=str(gaze_dir), mixer="gazemix", batch_size=2))
+    assert result["epoch"] == 1
+
+
+def test_pretrained_path_skips_a_head_of_another_size(tmp_path):
+    from safetensors.torch import save_file
+
+    source = build_model("test_vit", 10, 32, patch_size=8)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    torch.save({"model": source.state_dict()}, tmp_path / "w.pth")
+    for path in (tmp_path / "w.safetensors", tmp_path / "w.pth"):
+        target = build_model("test_vit", K, 32, patch_size=8)
+        left = load_pretrained(target, path)
+        assert set(left) == {"head.weight", "head.bias"}
+        torch.testing.assert_close(target.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    with pytest.raises(ModelError, match="shares no parameter"):
+        load_pretrained(build_model("test_resnet", K, 32), tmp_path / "w.pth")
+    with pytest.raises(ModelError, match="does not exist"):
+        load_pretrained(build_model("test_vit", K, 32, patch_size=8), tmp_path / "missing.pt")

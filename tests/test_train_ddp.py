@@ -32,4 +32,6 @@ def test_two_process_torchrun_cpu(tmp_path):
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and float(rows[0]["train_loss"]) == pytest.approx(result["train_loss"])
+    hits = float(rows[0]["top1"]) * 8 / 100  # the 8 validation images are each counted once across the ranks
+    assert hits == pytest.approx(round(hits))
     assert (out / "last.pt").is_file() and (out / "best.pt").is_file()

@@ -21,7 +21,7 @@ import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from gazemix.cli._util import resolve_device
 from gazemix.contract import Mixer
@@ -85,12 +85,17 @@ def token_head_for(mixer: Mixer | None, backbone: torch.nn.Module, num_classes: 
 
 def _loader(ds: torch.utils.data.Dataset, cfg: TrainConfig, info: distributed.DistInfo, *, train: bool,
             seed: int) -> DataLoader:
+    """Training: shuffled, whole batches (a ``DistributedSampler`` under torchrun). Evaluation: every sample exactly
+    once, each rank taking every ``world_size``-th (no padding duplicates, so top-1 is exact)."""
     g = torch.Generator().manual_seed(seed)
-    sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=train, seed=seed,
-                                 drop_last=train) if info.enabled else None
+    sampler = None
+    if info.enabled and train:
+        sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed,
+                                     drop_last=True)
+    elif info.enabled:
+        ds = Subset(ds, range(info.rank, len(ds), info.world_size))
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=cfg.workers, drop_last=train, generator=g,
-                      pin_memory=info.device.type == "cuda")
+                      num_workers=cfg.workers, drop_last=train, generator=g, pin_memory=info.device.type == "cuda")
 
 
 def _write_metrics(path: Path, row: dict[str, float]) -> None:
