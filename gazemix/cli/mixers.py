@@ -12,7 +12,7 @@ import csv
 import sys
 
 from gazemix.cli._util import tabulate
-from gazemix.registry import list_mixers
+from gazemix.registry import list_mixers, mixer_class
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +22,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def needs_label(info) -> str:
+    """What a mixer needs beyond the batch, in words."""
+    if info.content_independent:
+        return "shape only"
+    if info.needs:
+        return ", ".join(info.needs)
+    return "attention after forward" if mixer_class(info.name).relabels_after_forward else "pixels"
+
+
 def run(args: argparse.Namespace) -> int:
-    rows = [(m.name, "shape only" if m.content_independent else ", ".join(m.needs) or "pixels",
-             m.summary, m.reference) for m in list_mixers()]
+    rows = [(m.name, needs_label(m), m.summary, m.reference) for m in list_mixers()]
     headers = ("name", "needs", "summary", "reference")
     if args.csv:
         w = csv.writer(sys.stdout)

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, MixSource
+from gazemix.contract import Mixer, MixResult, MixSource, blend
 from gazemix.registry import register_mixer
 
 
@@ -57,7 +57,7 @@ class BCLearning(Mixer):
         r = torch.where(paired, params["r"].to(dev), torch.ones_like(params["r"].to(dev)))
         if not self.waveform:
             share = r.view(-1, 1, 1, 1).to(images.dtype)
-            return self.pair_result(images, torch.lerp(images[index], images, share), targets, index, share, r, params)
+            return self.pair_result(images, blend(images, index, share), targets, index, share, r, params)
         centred = images - images.mean(dim=(1, 2, 3), keepdim=True)
         std = centred.pow(2).mean(dim=(1, 2, 3)).sqrt()
         s1, s2 = std, std[index]

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask, cutmix_boxes
 from gazemix.registry import register_mixer
 
@@ -32,7 +32,7 @@ def paste_boxes(images: Tensor, index: Tensor, boxes: Tensor) -> tuple[Tensor, T
         inside = boxes_to_mask(boxes[:1], hw, images.device)
     else:
         inside = boxes_to_mask(boxes, hw, images.device)
-        mixed = torch.where(inside, images[index], images)
+        mixed = blend(images, index, ~inside)
     return mixed, (~inside).to(images.dtype)
 
 

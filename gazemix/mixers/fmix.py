@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -85,5 +85,5 @@ class FMix(Mixer):
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         index = params["index"].to(images.device)
         mask = params["mask"].to(images.device)
-        mixed = torch.where(mask, images, images[index])
+        mixed = blend(images, index, mask)
         return self.pair_result(images, mixed, targets, index, mask.to(images.dtype), params["lam"], params)

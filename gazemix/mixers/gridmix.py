@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -68,7 +68,7 @@ class GridMix(Mixer):
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         index = params["index"].to(images.device)
         mask = cells_to_mask(params["cell_from_own"].to(images.device), tuple(images.shape[-2:]))
-        mixed = torch.where(mask, images, images[index])
+        mixed = blend(images, index, mask)
         share = mask.to(images.dtype)
         lam = share.mean(dim=(1, 2, 3))
         return self.pair_result(images, mixed, targets, index, share, lam, params)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -47,6 +47,5 @@ class Mixup(Mixer):
         lam = params["lam"].to(images.device, images.dtype)
         index = params["index"].to(images.device)
         share = lam.view(-1, 1, 1, 1)
-        mixed = images[index]  # a fresh gather: blending into it in place saves one batch-sized allocation
-        mixed.lerp_(images, share)
+        mixed = blend(images, index, share)
         return self.pair_result(images, mixed, targets, index, share, lam, params)

@@ -62,8 +62,18 @@ class ResizeMix(Mixer):
         boxes = params["boxes"].to(images.device)
         full = torch.tensor([0, 0, h, w], device=images.device).expand(b, 4)
         warp = BoxWarp(src=full, dst=boxes, mode=self.interpolation)
+        ph, pw = int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])
+        # Shrink every image once at the pasted size (the warp's sampling, evaluated inside its box only),
+        # then paste each partner at its own position with one advanced-indexing assignment.
+        corner = torch.tensor([[0, 0, h, w]], device=images.device)
+        shrink = BoxWarp(src=corner, dst=torch.tensor([[0, 0, ph, pw]], device=images.device), mode=self.interpolation)
+        small = shrink.apply_at(images, (ph, pw))[index]
+        mixed = images.clone()
+        rows = boxes[:, 0:1] + torch.arange(ph, device=images.device)
+        cols = boxes[:, 1:2] + torch.arange(pw, device=images.device)
+        batch = torch.arange(b, device=images.device).view(-1, 1, 1)
+        mixed[batch, :, rows[:, :, None], cols[:, None, :]] = small.permute(0, 2, 3, 1)
         inside = boxes_to_mask(boxes, (h, w))
-        mixed = torch.where(inside, warp.apply(images[index]), images)
         lam = (1.0 - box_area_fraction(boxes, (h, w))).float()
         return self.pair_result(images, mixed, targets, index, (~inside).to(images.dtype), lam, params,
                                 partner_warp=warp)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask, cutmix_boxes
 from gazemix.mixers.cutmix import paste_boxes
 from gazemix.registry import register_mixer
@@ -85,11 +85,11 @@ class MixupCutMixSwitch(Mixer):
             mixed, share = paste_boxes(images, index, boxes[:1])
         elif self.mode == "batch":
             share = lam[:1].view(1, 1, 1, 1).to(images.dtype)
-            mixed = torch.lerp(images[index], images, share)
+            mixed = blend(images, index, share)
         else:
             inside = boxes_to_mask(boxes, hw, dev)
-            box_share = (~inside).to(images.dtype)
-            share = torch.where(cut.view(-1, 1, 1, 1), box_share, lam.view(-1, 1, 1, 1).to(images.dtype))
-            share = torch.where(applied.view(-1, 1, 1, 1), share, torch.ones_like(share))
-            mixed = torch.lerp(images[index], images, share)
+            row_share = torch.where(applied, lam, torch.ones_like(lam)).view(-1, 1, 1, 1).to(images.dtype)
+            # CutMix rows: 0 inside the box, 1 outside; Mixup rows (and unmixed rows): their constant share
+            share = torch.where(inside & (cut & applied).view(-1, 1, 1, 1), 0.0, torch.where(cut.view(-1, 1, 1, 1), 1.0, row_share))
+            mixed = blend(images, index, share)
         return self.pair_result(images, mixed, targets, index, share, lam, params)
