@@ -128,12 +128,13 @@ def _chunk(n: int, s: int, photos: torch.Tensor, g: torch.Tensor) -> dict:
     rois = torch.stack([which.float(), x1, y1, x1 + crop, y1 + crop], 1)
     background = roi_align(photos, rois, (s, s), sampling_ratio=0, aligned=True).clamp(0, 1)
     # clutter: a few soft, saturated blobs (no class looks like them) that pull bottom-up saliency away
-    ys, xs = torch.arange(s, dtype=torch.float32).view(1, -1, 1), torch.arange(s, dtype=torch.float32).view(1, 1, -1)
+    pix = torch.arange(s, dtype=torch.float32)
     for _ in range(N_DISTRACTORS):
-        bx, by, sd = rnd(n, 1, 1) * s, rnd(n, 1, 1) * s, s * (0.02 + 0.03 * rnd(n, 1, 1))
-        alpha = 0.9 * torch.exp(-0.5 * ((xs - bx) ** 2 + (ys - by) ** 2) / sd ** 2).unsqueeze(1)
+        bx, by, sd = rnd(n, 1) * s, rnd(n, 1) * s, s * (0.02 + 0.03 * rnd(n, 1))
+        bump = lambda centre: torch.exp(-0.5 * ((pix - centre) / sd) ** 2)  # (n, S): a Gaussian is separable
+        alpha = 0.9 * (bump(by).unsqueeze(2) * bump(bx).unsqueeze(1)).unsqueeze(1)
         hue = torch.eye(3)[torch.randint(3, (n,), generator=g)].view(n, 3, 1, 1)
-        background = background * (1 - alpha) + alpha * (0.1 + 0.9 * hue)
+        background = torch.lerp(background, 0.1 + 0.9 * hue, alpha)
     # object: radius 10-22 % of the side, anywhere it fits, random rotation and colour. Shapes are drawn in
     # a window of side L around each object (not the whole image), then pasted with one scatter.
     radius = s * (R_MIN + (R_MAX - R_MIN) * rnd(n))
