@@ -311,10 +311,11 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
         maps[~valid] = fill
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, maps.cpu().numpy())
-        os.replace(tmp, path.with_suffix(".npy"))
-        path.with_suffix(".json").write_text(json.dumps({"valid": valid.tolist(), "report": asdict(report)}))
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        np.save(tmp.with_suffix(".npy"), maps.cpu().numpy())
+        os.replace(tmp.with_suffix(".npy"), path.with_suffix(".npy"))
+        tmp.with_suffix(".json").write_text(json.dumps({"valid": valid.tolist(), "report": asdict(report)}))
+        os.replace(tmp.with_suffix(".json"), path.with_suffix(".json"))  # last: marks the entry complete
     return GazeMaps(maps, valid, report)
 
 
