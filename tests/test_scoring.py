@@ -179,3 +179,19 @@ def test_score_cli_on_real_cub_gha_fixations(tmp_path, capsys):
     runnable = {m.name for m in list_mixers() if m.content_independent or set(m.needs) == {"gaze"}}
     assert set(scores["mixer"]) == runnable
     assert (scores["n"] > 0).all()
+
+
+def test_every_pair_mixer_honours_the_shared_pairs():
+    from gazemix.attention.vit import model_context
+    from gazemix.training.model import build_model
+
+    torch.manual_seed(0)
+    data = _data(n=12, hw=(64, 64))
+    model = build_model("deit_tiny_patch16_224", 4, 64).eval()
+    mixers, skipped = build_mixers("all", num_classes=4, seed=0, has_images=True,
+                                   available_context=("gaze", "index", "model", "attention", "logits"))
+    run = score_mixers(mixers, data, pairs=8, seed=0, batch_size=4, context_provider=model_context(model), progress=False)
+    pair_rows = run.samples[run.samples["n_sources"] == 2]
+    assert len(set(pair_rows["mixer"])) >= 15, run.skipped
+    not_shared = sorted(set(pair_rows.loc[~pair_rows["shared_pair"], "mixer"]))
+    assert not_shared == [], f"mixers that ignore index=: {not_shared}"

@@ -88,7 +88,7 @@ class AttentiveMix(Mixer):
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, (h, w) = images.shape[0], images.shape[-2:]
-        index = draw_partners(b, generator, self.pairing)
+        index = self.partners(b, generator, self.pairing, context)
         lam = sample_beta(self.alpha, b, generator)
         scores = self._scores(images, targets, context)
         cells = scores.shape[1] * scores.shape[2]

@@ -168,7 +168,7 @@ class PuzzleMix(Mixer):
             raise ValueError(f"block_choices {self.block_choices} are all larger than the image side {min(h, w)}")
         n = choices[int(torch.randint(0, len(choices), (1,), generator=generator))]
         lam = float(sample_beta(self.alpha, 1, generator))
-        index = draw_partners(b, generator, self.pairing)
+        index = self.partners(b, generator, self.pairing, context)
         sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()
 
         bh, bw = h // n, w // n

@@ -82,7 +82,7 @@ class RMix(Mixer):
         pick = torch.randint(0, len(self.quantiles), (b,), generator=generator)
         q = torch.tensor(self.quantiles, dtype=torch.float64)[pick]
         lam = sample_beta(self.alpha, 1, generator).expand(b)
-        index = draw_partners(b, generator, self.pairing)
+        index = self.partners(b, generator, self.pairing, context)
         saliency = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name)
         top = top_patch_masks(saliency, self.num_patches, q).cpu()
         return {"lam": lam, "q": q, "index": index, "top": top}

@@ -79,7 +79,7 @@ class SaliencyGrafting(Mixer):
         b, (h, w) = images.shape[0], images.shape[-2:]
         if self.grid > min(h, w):
             raise ValueError(f"grid={self.grid} patches per side exceeds the image size {h}x{w}")
-        index = draw_partners(b, generator, self.pairing)
+        index = self.partners(b, generator, self.pairing, context)
         rho = sample_beta(self.alpha, b, generator).double()
         coins = torch.rand((b, self.grid, self.grid), generator=generator, dtype=torch.float64)
         sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()

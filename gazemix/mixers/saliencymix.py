@@ -83,7 +83,7 @@ class SaliencyMix(Mixer):
         b = images.shape[0]
         applied = bool(torch.rand(1, generator=generator) < self.prob)
         lam = sample_beta(self.alpha, b if self.per_sample else 1, generator)
-        index = draw_partners(b, generator, self.pairing)
+        index = self.partners(b, generator, self.pairing, context)
         if not applied:
             return {"applied": False, "lam_sampled": lam.expand(b), "index": index,
                     "boxes": torch.zeros(b, 4, dtype=torch.long)}

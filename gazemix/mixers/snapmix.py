@@ -95,7 +95,7 @@ class SnapMix(Mixer):
         applied = bool(torch.rand(1, generator=generator) < self.prob)
         lam, lam1 = sample_beta(self.beta, n, generator), sample_beta(self.beta, n, generator)
         box, box1 = cutmix_boxes(hw, lam, generator).expand(b, 4), cutmix_boxes(hw, lam1, generator).expand(b, 4)
-        index = draw_partners(b, generator, self.pairing)
+        index = self.partners(b, generator, self.pairing, context)
         empty = (box_area_fraction(box, hw) == 0) | (box_area_fraction(box1, hw) == 0)
         active = torch.full((b,), applied) & ~empty
         params = {"index": index, "box": box, "box1": box1, "active": active}
