@@ -31,7 +31,9 @@ MIXERS = ("none", "cutmix", "tdattenmix")
 
 def _device_name(device: str) -> str:
     import torch
-    return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = train(cfg)
                 minutes = (time.perf_counter() - t0) / 60
                 config = json.loads(Path(r["out"], "config.json").read_text())
-                row = {"mixer": mixer, "seed": seed, "top1_final": round(r["top1"], 2), "top1_best": round(r["best_top1"], 2),
+                row = {"mixer": mixer, "seed": seed, "top1_final": round(r["top1"], 2),
+                       "top1_best": round(r["best_top1"], 2),
                        "top5_final": round(r["top5"], 2), "val_loss_final": round(r["val_loss"], 4),
                        "train_loss_final": round(r["train_loss"], 4), "minutes": round(minutes, 2),
                        "device": _device_name(config["device"]), "command": command,
@@ -78,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "demo_val")}}
                 w.writerow(row)
                 f.flush()
-                print(f"{mixer:10s} seed {seed}: top-1 {r['top1']:.2f} (best {r['best_top1']:.2f}) in {minutes:.1f} min",
-                      file=sys.stderr, flush=True)
+                print(f"{mixer:10s} seed {seed}: top-1 {r['top1']:.2f} (best {r['best_top1']:.2f}) "
+                      f"in {minutes:.1f} min", file=sys.stderr, flush=True)
     print(out)
     return 0
 

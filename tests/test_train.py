@@ -164,7 +164,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kw, exc, match", [
-    (dict(model="test_resnet", patch_size=None, mixer="smmix"), ModelError, "reads the attention of a Vision Transformer"),
+    (dict(model="test_resnet", patch_size=None, mixer="smmix"), ModelError, "reads the attention of a Vision"),
     (dict(model="test_resnet", patch_size=None, mixer="tdattenmix"), ModelError, "gaze_weight=1"),
     (dict(img_size=30), ModelError, "not divisible by the patch size 8"),
     (dict(num_classes=5), DataError, "--num-classes 5 does not match .* 3 classes"),

@@ -90,7 +90,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        device=args.device, resume=resume, lr=args.lr, min_lr=args.min_lr, warmup_lr=args.warmup_lr,
                        warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, drop_path=args.drop_path, clip_grad=args.clip_grad,
-                       amp=args.amp, square_losses=args.square_losses, crop_scale=tuple(args.crop_scale), workers=args.workers,
+                       amp=args.amp, square_losses=args.square_losses, crop_scale=tuple(args.crop_scale),
+                       workers=args.workers,
                        demo_train=args.demo_train, demo_val=args.demo_val, max_steps=args.max_steps, quiet=args.quiet)
 
 

@@ -59,7 +59,8 @@ class BatchAugment:
         self.img_size, self.crop_scale = int(img_size), tuple(crop_scale)
         self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
-    def __call__(self, images: Tensor, gaze: Tensor | None, generator: torch.Generator) -> tuple[Tensor, Tensor | None, Tensor]:
+    def __call__(self, images: Tensor, gaze: Tensor | None,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor | None, Tensor]:
         """``images (B, 3, P, P)`` in [0, 1], optional ``gaze (B, 1, P, P)`` → normalised crops, maps, #empty maps.
 
         The count is a 0-dim tensor on the device (reading it is left to the caller: no host sync per batch).
@@ -117,7 +118,8 @@ class FileGazeDataset(Dataset):
         sigma_px: gaze blur in original pixels (``None``: the gaze module's default, 5 % of the long side).
     """
 
-    def __init__(self, samples: Sequence[GazeSample], img_size: int, *, train: bool, sigma_px: float | None = None) -> None:
+    def __init__(self, samples: Sequence[GazeSample], img_size: int, *, train: bool,
+                 sigma_px: float | None = None) -> None:
         missing = [s.image_id for s in samples if s.image_path is None or s.label is None]
         if missing:
             raise DataError(f"{len(missing)} samples have no image file or no label (first: {missing[:3]}): "

@@ -77,7 +77,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> list[str]:
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelError(f"--pretrained-path {p} could not be read as a checkpoint ({type(err).__name__}: {err})") from err
+        raise ModelError(f"--pretrained-path {p} could not be read as a checkpoint "
+                         f"({type(err).__name__}: {err})") from err
     for key in ("model", "state_dict", "model_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

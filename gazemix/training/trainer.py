@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from timm.optim import create_optimizer_v2
@@ -98,6 +99,11 @@ def _loader(ds: torch.utils.data.Dataset, cfg: TrainConfig, info: distributed.Di
                       num_workers=cfg.workers, drop_last=train, generator=g, pin_memory=info.device.type == "cuda")
 
 
+def _seed(*key: int) -> int:
+    """A 63-bit seed drawn from ``key`` (NumPy ``SeedSequence``: distinct keys give unrelated streams)."""
+    return int(np.random.SeedSequence(list(key)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
 def _write_metrics(path: Path, row: dict[str, float]) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as f:
@@ -155,8 +161,8 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if data is None:
-        data = build_data(cfg.data, cfg.root, cfg.img_size, gaze_root=cfg.gaze_root, seed=cfg.seed, demo_train=cfg.demo_train,
-                          demo_val=cfg.demo_val)
+        data = build_data(cfg.data, cfg.root, cfg.img_size, gaze_root=cfg.gaze_root, seed=cfg.seed,
+                          demo_train=cfg.demo_train, demo_val=cfg.demo_val)
     data.check()
     k = len(data.class_names)
     if cfg.num_classes is not None and cfg.num_classes != k:
@@ -183,12 +189,12 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
     scheduler = CosineLRScheduler(optimizer, t_initial=max(1, (cfg.epochs - cfg.warmup_epochs) * steps),
                                   lr_min=cfg.min_lr, warmup_t=cfg.warmup_epochs * steps, warmup_lr_init=cfg.warmup_lr,
                                   warmup_prefix=True, t_in_epochs=False)
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + info.rank)
+    generator = torch.Generator()
     pcfg = backbone.pretrained_cfg
     augment = BatchAugment(cfg.img_size, cfg.crop_scale, pcfg.get("mean", IMAGENET_MEAN), pcfg.get("std", IMAGENET_STD))
-    trainer = Trainer(model, core, mixer, optimizer, scheduler, augment, num_classes=k, label_smoothing=cfg.label_smoothing,
-                      generator=generator, clip_grad=cfg.clip_grad, amp=cfg.amp, device=info.device,
-                      square_losses=cfg.square_losses)
+    trainer = Trainer(model, core, mixer, optimizer, scheduler, augment, num_classes=k,
+                      label_smoothing=cfg.label_smoothing, generator=generator, clip_grad=cfg.clip_grad,
+                      amp=cfg.amp, device=info.device, square_losses=cfg.square_losses)
 
     start, best = 0, -math.inf
     if cfg.resume:
@@ -198,14 +204,18 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
         record = {**cfg.to_dict(), "num_classes": k, "class_names": data.class_names, "data_description":
                   data.description, "world_size": info.world_size, "device": str(info.device),
                   "steps_per_epoch": steps, "mixer_config": None if mixer is None else mixer.config(),
-                  "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}}
+                  "versions": {"torch": torch.__version__, "timm": timm.__version__,
+                               "python": platform.python_version()}}
         (out / "config.json").write_text(json.dumps(record, indent=2, default=str))
     _log(f"training {cfg.model} with mixer {cfg.mixer} on {data.description}: {cfg.epochs} epochs x {steps} steps, "
          f"batch {cfg.batch_size} x {info.world_size}, lr {cfg.lr:.2e}, device {info.device}", info, cfg.quiet)
 
     row: dict[str, float] = {}
     for epoch in range(start, cfg.epochs):
-        train_loader.generator.manual_seed(cfg.seed + epoch)  # a resumed run draws what it would have drawn
+        # every random draw of an epoch is seeded from (seed, epoch[, rank]): a resumed run draws what it would have
+        train_loader.generator.manual_seed(_seed(cfg.seed, epoch))
+        generator.manual_seed(_seed(cfg.seed, epoch, info.rank, 1))  # crops and mixing
+        torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # drop-path, dropout (CPU and CUDA)
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         t0 = time.perf_counter()
@@ -223,7 +233,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
                      "token_head": None if core.token_head is None else core.token_head.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "updates": trainer.updates, "epoch": epoch + 1, "best_top1": best, "config": cfg.to_dict(),
-                     "num_classes": k, "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+                     "num_classes": k}
             save_checkpoint(state, out / "last.pt")
             if improved:
                 save_checkpoint(state, out / "best.pt")
@@ -249,6 +259,4 @@ def _resume(cfg: TrainConfig, core: Classifier, trainer: Trainer, num_classes: i
     except (RuntimeError, KeyError, ValueError) as err:
         raise CheckpointError(f"--resume {cfg.resume} does not fit this model/optimiser: {err}") from err
     trainer.updates = int(state.get("updates", 0))
-    trainer.generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
     return int(state["epoch"]), float(state["best_top1"])
