@@ -171,7 +171,7 @@ class Trainer:
             if self.pass_model:
                 context["model"] = self.core.backbone
             with (_FinalTokens(self.core.backbone) if self.pass_model and self.vit else nullcontext()) as captured, \
-                    self._autocast():  # the mixer's own no-grad model read-outs run in bfloat16 too
+                    (self._autocast() if self.pass_model else nullcontext()):  # the mixer's model read-outs in bf16
                 result = self.mixer(images, labels, generator=self.generator, **context)
             images_in, targets = result.images, result.targets
             square = self.square_losses and bool(result.params.get("use_square", False))
