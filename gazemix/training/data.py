@@ -109,7 +109,9 @@ class FileGazeDataset(Dataset):
     """Image files with fixations or gaze-map files (:class:`~data_adapters.base.GazeSample` records).
 
     Training items are fitted to ``P x P`` (centre crop) with the gaze rendered (or the map file resized) by
-    the same geometry; evaluation items are ``Resize(P)`` + ``CenterCrop(S)`` and carry no gaze.
+    the same geometry; evaluation items are ``Resize(P)`` + ``CenterCrop(S)`` and carry no gaze. An image whose
+    fixations all fall outside the fitted view, or whose map file is all zero, gets a uniform map (no location
+    signal); training runs only on sets where every image has fixations or a map (``has_gaze``), else without gaze.
 
     Args:
         samples: records with ``image_path`` and ``label``.
@@ -136,11 +138,10 @@ class FileGazeDataset(Dataset):
         image = _read_image(s.image_path, "RGB")
         p = base_size(self.img_size)
         label = torch.tensor(s.label)
+        img = fit_image(image, (p, p), "center_crop")
         if not self.train:
-            img = fit_image(image, (p, p), "center_crop")
             off = (p - self.img_size) // 2
             return img[:, off:off + self.img_size, off:off + self.img_size], label
-        img = fit_image(image, (p, p), "center_crop")
         if not self.has_gaze:
             return img, label
         if s.gaze_map_path is not None:
