@@ -51,11 +51,11 @@ def _grey(images: Tensor) -> Tensor:
 
 
 def _minmax(maps: Tensor) -> Tensor:
-    """Scale each map to ``[0, 1]``; a constant map becomes all zeros."""
-    flat = maps.flatten(1)
-    lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
-    span = (flat.max(dim=1).values.view(-1, 1, 1, 1) - lo)
-    return torch.where(span > 0, (maps - lo) / span.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+    """Scale each map to ``[0, 1]``; a constant map becomes all zeros (one min/max pass, one scaling pass)."""
+    lo, hi = torch.aminmax(maps.flatten(1), dim=1)
+    span = hi - lo
+    inv = torch.where(span > 0, 1.0 / span.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(span))
+    return (maps - lo.view(-1, 1, 1, 1)).mul_(inv.view(-1, 1, 1, 1))
 
 
 def _gaussian_kernel(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -91,7 +91,9 @@ def spectral_residual_saliency(images: Tensor, *, size: int = 64, blur_size: int
         raise SaliencyInputError(f"size must be at least 4 pixels, got {size}")
     h, w = images.shape[-2:]
     work = torch.float64 if images.dtype == torch.float64 else torch.float32
-    grey = F.interpolate(_grey(images.to(work)), size=(size, size), mode="bilinear", align_corners=False)
+    # Resize first, then convert to grey: both are linear, so the order does not change the result, and the
+    # channel mix then runs on size x size pixels instead of H x W.
+    grey = _grey(F.interpolate(images.to(work), size=(size, size), mode="bilinear", align_corners=False))
     spec = torch.fft.fft2(grey)
     log_amp = torch.log(spec.abs().clamp_min(1e-12))
     box = torch.full((3,), 1.0 / 3, device=images.device, dtype=work)
