@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from gazemix.attention.vit import AttentionHook
 from gazemix.contract import Mixer, MixResult, soft_targets
+from gazemix.learned.base import LearnedMixer
 from gazemix.mixers.tlalign import TLAlign, TokenLabelAligner, align_step
 from gazemix.training.data import BatchAugment
 from gazemix.training.distributed import DistInfo, all_reduce_sum
@@ -118,6 +119,7 @@ class Trainer:
         self.vit = hasattr(core.backbone, "num_prefix_tokens") and hasattr(core.backbone, "norm")
         self.hook = AttentionHook(core.backbone) if self.relabels else None
         self.aligner = TokenLabelAligner(core.backbone) if isinstance(mixer, TLAlign) else None
+        self.learned = mixer if isinstance(mixer, LearnedMixer) else None  # AutoMix, TransformMix: own losses/update
         self.updates = 0
 
     def _autocast(self) -> Any:
@@ -177,18 +179,27 @@ class Trainer:
             square = self.square_losses and bool(result.params.get("use_square", False))
             clean_logits = self._teacher_logits(images, result, captured) if square else None
         fine = square and self.core.token_head is not None
+        joint = self.learned is not None and self.learned.wants_clean_logits  # clean batch in the same forward
         if self.aligner is not None:
             logits, targets = self._aligned_forward(result)
             tokens = None
         else:
             with self._autocast(), (self.hook if self.relabels else nullcontext()) as hook:
-                logits, tokens = self.model(images_in, tokens=fine)
+                logits, tokens = self.model(torch.cat([images_in, images]) if joint else images_in, tokens=fine)
+            if joint:
+                logits, clean_q = logits[:images_in.shape[0]], logits[images_in.shape[0]:].float()
         logits = logits.float()
         if self.relabels:
             result = self.mixer.relabel(result, attention=hook.cls_attention(), logits=logits.detach())
             targets = result.targets
         loss = soft_target_ce(logits, targets)
         parts = {"ce": loss.detach()}
+        if self.learned is not None:
+            with self._autocast():
+                extra = self.learned.extra_losses(images, labels, result, clean_logits=clean_q if joint else None)
+            for name, value in extra.items():
+                parts[name] = value.detach()
+                loss = loss + value.float()
         if square:
             extra = square_mix_losses(result, logits, clean_logits, tokens=tokens, token_head=self.core.token_head,
                                       num_prefix_tokens=int(getattr(self.core.backbone, "num_prefix_tokens", 0)))
@@ -202,6 +213,8 @@ class Trainer:
         if self.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
         self.optimizer.step()
+        if self.learned is not None:
+            self.learned.after_step()
         self.updates += 1
         self.scheduler.step_update(num_updates=self.updates)
         return StepOutput(loss.detach(), parts)

@@ -1,7 +1,8 @@
 """``train(config)``: one training run end to end, single process or under ``torchrun``.
 
 Writes to ``config.out`` (rank 0 only): ``config.json`` (every setting, resolved), ``metrics.csv`` (one row
-appended per epoch), ``curves.png``, ``last.pt`` and ``best.pt``.
+appended per epoch), ``curves.png``, ``last.pt`` and ``best.pt``; learned mixers (AutoMix, TransformMix) also
+``mixer.pt``, their own weights, which ``--mixer-opt checkpoint=<out>/mixer.pt`` reloads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from gazemix.cli._util import resolve_device
 from gazemix.contract import Mixer
+from gazemix.learned.base import LearnedMixer
 from gazemix.mixers.smmix import MaxMinSquareMixer
 from gazemix.mixers.tdattenmix import TdAttenMix
 from gazemix.registry import create_mixer, mixer_class
@@ -200,6 +202,10 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
     if cfg.resume:
         start, best = _resume(cfg, core, trainer, k)
         _log(f"resumed from {cfg.resume} at epoch {start}", info, cfg.quiet)
+    if isinstance(mixer, LearnedMixer):  # AutoMix's momentum encoder and Mix Block, TransformMix's search phase
+        mixer.setup_training(core.backbone, loader=train_loader, augment=augment, total_steps=cfg.epochs * steps,
+                             device=info.device, max_steps=cfg.max_steps, quiet=cfg.quiet or not info.is_main,
+                             resume=out / "mixer.pt" if cfg.resume else None, start_step=trainer.updates)
     if info.is_main:
         record = {**cfg.to_dict(), "num_classes": k, "class_names": data.class_names, "data_description":
                   data.description, "world_size": info.world_size, "device": str(info.device),
@@ -235,6 +241,8 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
                      "updates": trainer.updates, "epoch": epoch + 1, "best_top1": best, "config": cfg.to_dict(),
                      "num_classes": k}
             save_checkpoint(state, out / "last.pt")
+            if isinstance(mixer, LearnedMixer):
+                mixer.save(out / "mixer.pt")
             if improved:
                 save_checkpoint(state, out / "best.pt")
         _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val loss {metrics['val_loss']:.4f}, "
