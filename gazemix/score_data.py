@@ -51,33 +51,36 @@ def samples_scoring_data(samples: Iterable[GazeSample], *, name: str, size: int 
         raise ValueError(f"the {name} data set yielded no samples: check the path")
     with_fix = [s for s in samples if s.fixations is not None]
     with_map = [s for s in samples if s.fixations is None and s.gaze_map_path]
-    maps, keep, notes = [], [], []
+    parts, keep, notes = [], [], []
     if with_fix:
         rendered = render_gaze_maps([s.fixations for s in with_fix], [s.size for s in with_fix], (size, size),
                                     sigma_px=sigma_px, fit=fit, on_empty="skip", cache_dir=cache_dir)
         notes.append(rendered.report.summary())
-        valid = rendered.valid.tolist()
-        maps += [m for m, ok in zip(rendered.maps, valid) if ok]
-        keep += [s for s, ok in zip(with_fix, valid) if ok]
-    dropped_maps = 0
+        valid = rendered.valid
+        parts.append(rendered.maps if bool(valid.all()) else rendered.maps[valid])
+        keep += [s for s, ok in zip(with_fix, valid.tolist()) if ok]
+    loaded, dropped_maps = [], 0
     for s in with_map:
         m = _load_map(s.gaze_map_path, size, fit)
         total = float(m.sum())
         if not np.isfinite(total) or total <= 0:
             dropped_maps += 1
             continue
-        maps.append(m / total)
+        loaded.append(m / total)
         keep.append(s)
     if with_map:
         notes.append(f"{len(with_map) - dropped_maps}/{len(with_map)} ready-made gaze maps usable")
+        if loaded:
+            parts.append(torch.stack(loaded))
     if len(keep) < 2:
         raise ValueError(f"the {name} data set has {len(keep)} usable gaze maps; scoring needs at least 2")
+    gaze = (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
     labels = None
     if all(s.label is not None for s in keep):
         labels = torch.tensor([int(s.label) for s in keep])
     images = None
     if with_images and all(s.image_path and Path(s.image_path).is_file() for s in keep):
         images = torch.stack([_load_image(s.image_path, size, fit) for s in keep])
-    data = ScoringData(gaze=torch.stack(maps).float(), ids=[s.image_id for s in keep], labels=labels, images=images,
+    data = ScoringData(gaze=gaze, ids=[s.image_id for s in keep], labels=labels, images=images,
                        class_names=class_names, name=name, meta={"n_samples": len(samples), "n_usable": len(keep)})
     return data, "; ".join(notes)

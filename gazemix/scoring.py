@@ -184,7 +184,7 @@ class ScoreRun:
 
 
 def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int = 1000, seed: int = 0,
-                 batch_size: int = 128, ghost_max_gaze: float = 0.05, ghost_min_label: float = 0.2,
+                 batch_size: int = 64, ghost_max_gaze: float = 0.05, ghost_min_label: float = 0.2,
                  keep_worst: int = 0, context_provider: ContextProvider | None = None,
                  device: torch.device | str = "cpu", progress: bool = True) -> ScoreRun:
     """Replay every mixer on the same ``pairs`` mixed samples and measure the label-gaze gap of each.

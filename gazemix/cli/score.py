@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma-px", type=float, default=None,
                    help="gaze blur in original-image pixels (default: 5%% of the long side, about 1 degree)")
     p.add_argument("--n-images", type=int, default=512, help="demo set size (default 512)")
-    p.add_argument("--batch-size", type=int, default=128, help="pairs mixed at once (default 128)")
+    p.add_argument("--batch-size", type=int, default=64, help="pairs mixed at once (default 64)")
     p.add_argument("--worst", type=int, default=4, help="worst-gap examples per mixer in the gallery (default 4)")
     p.add_argument("--model", help="timm model name for mixers that need a model or its attention "
                    "(e.g. deit_tiny_patch16_224, resnet18); random-initialised unless --checkpoint is given")
