@@ -14,8 +14,10 @@ TdAttenMix mixes with its square paste on ``switch_prob = 0.5`` of the batches (
 the recipe's average (hence means, not medians, for the ratio); the ``square only`` rows force the square paste on
 every batch, and break its cost down: with the demo's human gaze as the top-down map (``gaze_weight=1``, no
 read-out forward of the model), and without the consistency/fine-grained losses (no teacher forward either). The
-printed ratio is TdAttenMix's mean step over CutMix's; the issue's target is at most 1.15. Mixers not registered
-yet are listed with a note instead of a time.
+printed ratio is TdAttenMix's mean step over CutMix's; the issue's target is at most 1.15. The learned mixers'
+rows are their whole step: AutoMix adds the momentum encoder's feature and mixed-batch forwards, the Mix Block
+and its update, and the clean batch riding in the training forward; TransformMix (frozen after its search) adds
+the teacher's CAM forward and the mixing module. Mixers not registered yet are listed with a note instead of a time.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from timm.scheduler import CosineLRScheduler
 
 from gazemix.cli._util import resolve_device, tabulate
+from gazemix.learned.base import LearnedMixer
 from gazemix.registry import mixer_class
 from gazemix.training.data import BatchAugment
 from gazemix.training.engine import Classifier, Trainer
@@ -48,6 +51,8 @@ VARIANTS: tuple[tuple[str, str | None, dict, bool], ...] = (
     ("tdattenmix: square only", "tdattenmix", {"switch_prob": 1.0}, True),
     ("tdattenmix: square only, gaze map", "tdattenmix", {"switch_prob": 1.0, "gaze_weight": 1.0}, True),
     ("tdattenmix: square only, gaze map, no aux losses", "tdattenmix", {"switch_prob": 1.0, "gaze_weight": 1.0}, False),
+    ("automix", "automix", {}, True),
+    ("transformmix", "transformmix", {}, True),
 )
 
 
@@ -66,6 +71,10 @@ def _trainer(model_name: str, mixer: str | None, options: dict, square_losses: b
     backbone = build_model(model_name, k, img_size, patch_size=patch_size, drop_path=0.1)
     m = build_mixer(mixer or "none", backbone, k, has_gaze=True, label_smoothing=0.1, seed=seed, options=options)
     core = Classifier(backbone, token_head_for(m, backbone, k, square_losses)).to(device)
+    if isinstance(m, LearnedMixer):  # AutoMix: momentum encoder + Mix Block; TransformMix: the model as its teacher
+        if hasattr(m, "use_teacher"):
+            m.use_teacher(backbone)  # an unsearched module costs the same per step as a searched one
+        m.setup_training(backbone, loader=[], augment=None, total_steps=10_000, device=device)
     opt = torch.optim.AdamW(core.parameters(), lr=1e-4, weight_decay=0.05)
     sched = CosineLRScheduler(opt, t_initial=10_000, t_in_epochs=False)
     return Trainer(core, core, m, opt, sched, BatchAugment(img_size), num_classes=k, label_smoothing=0.1,
