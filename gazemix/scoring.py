@@ -98,11 +98,13 @@ def draw_pairs(data: ScoringData, n: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def build_mixers(names: Sequence[str] | str, *, num_classes: int | None, seed: int, has_images: bool,
-                 available_context: Sequence[str]) -> tuple[dict[str, Mixer], dict[str, str]]:
+                 available_context: Sequence[str],
+                 mixer_opts: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict[str, Mixer], dict[str, str]]:
     """Create the named mixers for scoring (``"all"`` = every registered one) and say which are skipped.
 
     A mixer is skipped when it needs pixels and no images are given, or needs a context key (model,
     attention, ...) that the caller cannot supply. Mixers with a ``mode`` option get ``mode="elem"``.
+    ``mixer_opts`` maps a mixer name to extra options (e.g. ``{"automix": {"checkpoint": "run/mixer.pt"}}``).
     """
     if isinstance(names, str):
         names = [i.name for i in list_mixers()] if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
@@ -124,6 +126,7 @@ def build_mixers(names: Sequence[str] | str, *, num_classes: int | None, seed: i
             options["num_classes"] = num_classes
         if "mode" in inspect.signature(cls.__init__).parameters:
             options["mode"] = "elem"
+        options.update((mixer_opts or {}).get(cls.name, {}))
         try:
             mixers[cls.name] = create_mixer(cls.name, **options)
         except (TypeError, ValueError) as err:

@@ -113,6 +113,15 @@ def test_automix_save_and_load_give_the_same_mask(backbone, tmp_path):
     torch.testing.assert_close(a.mask, b.mask)
 
 
+def test_scoring_passes_the_checkpoint_to_the_learned_mixer(backbone, tmp_path):
+    from gazemix.scoring import build_mixers
+
+    automix(backbone).save(tmp_path / "mixer.pt")
+    mixers, skipped = build_mixers("automix", num_classes=K, seed=0, has_images=True, available_context=("gaze",),
+                                   mixer_opts={"automix": {"checkpoint": str(tmp_path / "mixer.pt")}})
+    assert not skipped and mixers["automix"](*batch(), generator=gen()).mask.shape == (B, 1, S, S)
+
+
 def test_learned_mixers_without_weights_say_what_to_pass(tmp_path):
     x, y = batch()
     with pytest.raises(MixerInputError, match="checkpoint=<out>/mixer.pt"):

@@ -6,6 +6,7 @@ Usage:
     gazemix score --data cub-gha --fixations ../CUB-GHA/data_5runs --pairs 10000 --out runs/cub
     gazemix score --data cub-gha --fixations ../CUB-GHA/data_5runs --root ../CUB_200_2011 --out runs/cub-img
     gazemix score --data folder --root my_lab_data --out runs/lab
+    gazemix score --mixers automix,cutmix --mixer-opt automix.checkpoint=runs/automix/mixer.pt   # a trained mixer
 
 Writes ``scores.csv`` (one row per mixer), ``samples.parquet`` (one row per mixed sample), ``summary.md``,
 ``gap_by_mixer.png``, ``lam_vs_gaze.png``, ``worst_examples.png`` and ``config.json`` to ``--out``.
@@ -28,6 +29,21 @@ from gazemix.cli._util import log, prepare_out, resolve_device, tabulate
 DATA_SETS = ("demo", "cub-gha", "salicon", "mit1003", "cat2000", "coco-search18", "folder")
 
 
+def _mixer_option(text: str) -> tuple[str, str, object]:
+    """``MIXER.KEY=VALUE`` → ``(mixer, key, value)`` (the value as a Python literal when it parses as one)."""
+    import ast
+
+    target, sep, value = text.partition("=")
+    mixer, dot, key = target.partition(".")
+    if not sep or not dot or not mixer or not key:
+        raise argparse.ArgumentTypeError(f"--mixer-opt takes MIXER.KEY=VALUE (e.g. automix.checkpoint=run/mixer.pt), "
+                                         f"got {text!r}")
+    try:
+        return mixer.strip().lower(), key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return mixer.strip().lower(), key, value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score mixers against human gaze (the main job)",
                        description="Replay every mixer on human gaze maps and measure the label-gaze gap.")
@@ -47,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--worst", type=int, default=4, help="worst-gap examples per mixer in the gallery (default 4)")
     p.add_argument("--model", help="timm model name for mixers that need a model or its attention "
                    "(e.g. deit_tiny_patch16_224, resnet18); random-initialised unless --checkpoint is given")
+    p.add_argument("--mixer-opt", action="append", type=_mixer_option, default=[], metavar="MIXER.KEY=VALUE",
+                   help="option of one mixer (repeatable), e.g. automix.checkpoint=runs/automix/mixer.pt")
     p.add_argument("--checkpoint", help="local checkpoint/safetensors file for --model (nothing is downloaded)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same pairs, same numbers")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
@@ -129,8 +147,12 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         provider = model_provider(args, data.num_classes or 1000, device)
         available += ("model", "attention", "logits")
+    mixer_opts: dict[str, dict] = {}
+    for mixer, key, value in args.mixer_opt:
+        mixer_opts.setdefault(mixer, {})[key] = value
     mixers, skipped = build_mixers(args.mixers, num_classes=data.num_classes, seed=args.seed,
-                                   has_images=data.images is not None, available_context=available)
+                                   has_images=data.images is not None, available_context=available,
+                                   mixer_opts=mixer_opts)
     if not mixers:
         raise ValueError("no mixer can run on this data: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     log(f"scoring {len(mixers)} mixers on the same {args.pairs} pairs (seed {args.seed})")
