@@ -193,10 +193,11 @@ class AutoMix(LearnedMixer):
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         encoder, block = self.encoder, self.block
         index = params["index"].to(images.device)
+        first = float(params["lam"][0])  # drawn on the CPU: no device sync
         lam = params["lam"].to(images.device, torch.float32)
         with torch.no_grad():
             feats = encoder_features(encoder, images, self.feature_index).detach()
-            if self.lam_margin >= float(lam[0]) or self.lam_margin >= 1.0 - float(lam[0]):
+            if self.lam_margin >= first or self.lam_margin >= 1.0 - first:
                 own = lam.view(-1, 1, 1, 1).expand(-1, 1, *images.shape[-2:])  # plain Mixup (official lam_margin)
             else:
                 own = block(feats, lam, index, tuple(images.shape[-2:]))
