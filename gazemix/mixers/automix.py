@@ -203,4 +203,5 @@ class AutoMix(LearnedMixer):
                 own = block(feats, lam, index, tuple(images.shape[-2:]))
         own = own.to(images.dtype)
         mixed = blend(images, index, own)
-        return self.pair_result(images, mixed, targets, index, own, lam, {**params, "features": feats})
+        kept = {"features": feats} if self._optimizer is not None else {}  # training: reused by the Mix Block loss
+        return self.pair_result(images, mixed, targets, index, own, lam, {**params, **kept})
