@@ -111,6 +111,9 @@ def test_automix_save_and_load_give_the_same_mask(backbone, tmp_path):
     a, b = m(x, y, generator=gen(3)), again(x, y, generator=gen(3))
     assert torch.equal(a.index, b.index) and torch.equal(a.lam, b.lam)
     torch.testing.assert_close(a.mask, b.mask)
+    automix(backbone, lam_embedding="none", reduction=4).save(tmp_path / "other.pt")
+    block = create_mixer("automix", checkpoint=str(tmp_path / "other.pt")).block  # rebuilt as it was trained
+    assert block.lam_embedding == "none" and block.inter == block.query.in_channels // 4
 
 
 def test_scoring_passes_the_checkpoint_to_the_learned_mixer(backbone, tmp_path):

@@ -122,12 +122,15 @@ class AutoMix(LearnedMixer):
         if not -n <= self.feature_index < n:
             raise ValueError(f"feature_index={self.feature_index} is out of range for "
                              f"{type(encoder).__name__}, which has {n} feature levels")
+        self.feature_index %= n
         channels = int(encoder.feature_info[self.feature_index]["num_chs"])
         self._encoder = encoder
         self._block = MixBlock(channels, reduction=self.reduction, upsampling=self.upsampling,
                                lam_embedding=self.lam_embedding)
 
     def _load(self, state: Mapping[str, Any]) -> None:
+        opts = state["options"]  # the Mix Block is rebuilt as it was trained
+        self.reduction, self.upsampling, self.lam_embedding = opts["reduction"], opts["upsampling"], opts["lam_embedding"]
         self.feature_index = int(state["feature_index"])
         self._build(build_network(state["network"], state["encoder"]))
         self._block.load_state_dict(state["block"])
