@@ -58,15 +58,19 @@ class BCLearning(Mixer):
         if not self.waveform:
             share = r.view(-1, 1, 1, 1).to(images.dtype)
             return self.pair_result(images, blend(images, index, share), targets, index, share, r, params)
-        centred = images - images.mean(dim=(1, 2, 3), keepdim=True)
-        std = centred.pow(2).mean(dim=(1, 2, 3)).sqrt()
+        if images[0].numel():
+            std, mean = torch.std_mean(images, dim=(1, 2, 3), correction=0)
+        else:  # no pixels (a shape-only batch): nothing to centre
+            std = mean = images.new_zeros(images.shape[0])
         s1, s2 = std, std[index]
         degenerate = ~(s1 > 0) | ~(s2 > 0)  # also catches NaN (no pixels)
         p = 1.0 / (1.0 + (s1 / s2.clamp_min(1e-12)) * (1.0 - r) / r.clamp_min(1e-12))
         p = torch.where(degenerate, r.to(p.dtype), p)
         norm = torch.sqrt(p ** 2 + (1 - p) ** 2)
         own_share, partner_share = (p / norm).view(-1, 1, 1, 1), ((1 - p) / norm).view(-1, 1, 1, 1)
-        mixed = own_share * centred + partner_share * centred[index]
+        # a (x_i - m_i) + b (x_j - m_j) = b x_j + a x_i - (a m_i + b m_j): one gather and one fused pass
+        offset = (own_share.view(-1) * mean + partner_share.view(-1) * mean[index]).view(-1, 1, 1, 1)
+        mixed = images[index].mul_(partner_share).addcmul_(images, own_share).sub_(offset)
         soft = self.soft(targets, dev)
         sources = (MixSource(torch.arange(images.shape[0], device=dev), own_share, r),
                    MixSource(index, partner_share, 1.0 - r))
