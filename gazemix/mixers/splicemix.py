@@ -83,11 +83,14 @@ class SpliceMix(Mixer):
         for cell in range(g):  # at most 6 cells: a loop over the grid, not over samples
             r, c = divmod(cell, cols)
             box = torch.tensor([ys[r], xs[c], ys[r + 1], xs[c + 1]], device=dev).expand(n_mix, 4)
-            warp = BoxWarp(src=full, dst=box, mode="bilinear", align_corners=True)
+            y0, y1, x0, x1 = int(ys[r]), int(ys[r + 1]), int(xs[c]), int(xs[c + 1])
             keep = (~dropped[:, cell]).to(images.dtype).view(-1, 1, 1, 1)
             inside = torch.zeros(n_mix, 1, h, w, dtype=images.dtype, device=dev)
-            inside[:, :, int(ys[r]):int(ys[r + 1]), int(xs[c]):int(xs[c + 1])] = 1
-            mixed = mixed + keep * warp.apply(images[tiles[:, cell]])
+            inside[:, :, y0:y1, x0:x1] = 1
+            # the tile is sampled straight at its cell size (the same sampling as the replay warp below)
+            tile = BoxWarp(src=full[:1], dst=torch.tensor([[0, 0, y1 - y0, x1 - x0]], device=dev),
+                           mode="bilinear", align_corners=True)
+            mixed[:, :, y0:y1, x0:x1] = keep * tile.apply_at(images[tiles[:, cell]], (y1 - y0, x1 - x0))
             share = torch.cat([torch.ones(b, 1, h, w, dtype=images.dtype, device=dev) * (cell == 0),
                                inside * keep])
             weight = torch.cat([torch.full((b,), float(cell == 0), device=dev), keep.view(-1)])
