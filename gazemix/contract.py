@@ -119,7 +119,10 @@ class BoxWarp:
 # ------------------------------------------------------------------------------------------- sources
 @dataclass(frozen=True)
 class MixSource:
-    """One source of every mixed output: which image, its per-pixel share, its label weight, its warp."""
+    """One source of every mixed output: which image, its per-pixel share, its label weight, its warp.
+
+    ``share`` is float, or boolean for hard masks (cheaper to build and store; replay converts it).
+    """
 
     index: Tensor
     share: Tensor
@@ -200,9 +203,11 @@ class MixResult:
 
     @property
     def mask(self) -> Tensor:
-        """Per-pixel share of the own image ``(B', 1, H, W)``."""
+        """Per-pixel share of the own image ``(B', 1, H, W)``, float."""
         b, _, h, w = self.images.shape
-        return self.sources[0].share.expand(b, 1, h, w)
+        share = self.sources[0].share
+        dtype = self.images.dtype if self.images.is_floating_point() else torch.float32
+        return share.expand(b, 1, h, w).to(dtype)
 
     @property
     def num_sources(self) -> int:
@@ -406,7 +411,8 @@ class Mixer(abc.ABC):
         lam = lam.to(device=device, dtype=torch.float32)
         partner_weight = (1.0 - lam) if partner_weight is None else partner_weight.to(device=device, dtype=torch.float32)
         own = MixSource(torch.arange(b, device=device), own_share, lam)
-        partner = MixSource(index.to(device), 1.0 - own_share, partner_weight, partner_warp)
+        partner_share = ~own_share if own_share.dtype == torch.bool else 1.0 - own_share
+        partner = MixSource(index.to(device), partner_share, partner_weight, partner_warp)
         soft = self.soft(targets, device)
         mixed_targets = lam.view(-1, 1) * soft + partner_weight.view(-1, 1) * soft[partner.index]
         return MixResult(images=mixed, targets=mixed_targets, sources=(own, partner), params=dict(params), mixer=self.name)

@@ -81,11 +81,11 @@ def test_contract(name: str, opts: dict, ctx: Callable, size: tuple[int, int, in
     for s in r.sources:
         assert s.index.shape == (b,) and s.weight.shape == (b,)
         assert float(s.weight.min()) >= -1e-6 and float(s.weight.max()) <= 1 + 1e-6
-    shares = sum(s.share.expand(b, 1, h, w) for s in r.sources)
+    shares = sum(s.share.expand(b, 1, h, w).float() for s in r.sources)
     torch.testing.assert_close(shares, torch.ones(b, 1, h, w))  # the shares partition every pixel
     # the pixel rule out = sum_s share_s * warp_s(x[index_s]) holds (constant images c_k = k + 1 reveal shares)
     consts = torch.arange(1.0, b + 1).view(b, 1, 1, 1).expand(b, 3, h, w).contiguous()
-    expect = sum(s.share * (consts[s.index] if s.warp is None else s.warp.apply(consts[s.index])) for s in r.sources)
+    expect = sum(s.share.float() * (consts[s.index] if s.warp is None else s.warp.apply(consts[s.index])) for s in r.sources)
     torch.testing.assert_close(mixer.apply(consts, y, r.params).images, expect.expand(b, 3, h, w))
     # replay of all-ones maps: the own mass is the own share's sum
     own, partner = r.replay(torch.ones(b, 1, h, w))
@@ -325,7 +325,7 @@ def test_comixup_one_source_per_pixel_and_block_share_labels() -> None:
     y = torch.arange(b) % K
     r = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", m_part=4)(x, y, saliency=block_saliency(b))
     assert r.num_sources == 4
-    shares = torch.cat([s.share for s in r.sources], dim=1)
+    shares = torch.cat([s.share.float() for s in r.sources], dim=1)
     assert set(shares.unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(shares.sum(1), torch.ones(b, 32, 32))
     weights = torch.stack([s.weight for s in r.sources], dim=1)

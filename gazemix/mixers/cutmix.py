@@ -33,7 +33,7 @@ def paste_boxes(images: Tensor, index: Tensor, boxes: Tensor) -> tuple[Tensor, T
     else:
         inside = boxes_to_mask(boxes, hw, images.device)
         mixed = blend(images, index, ~inside)
-    return mixed, (~inside).to(images.dtype)
+    return mixed, ~inside
 
 
 @register_mixer

@@ -86,4 +86,4 @@ class FMix(Mixer):
         index = params["index"].to(images.device)
         mask = params["mask"].to(images.device)
         mixed = blend(images, index, mask)
-        return self.pair_result(images, mixed, targets, index, mask.to(images.dtype), params["lam"], params)
+        return self.pair_result(images, mixed, targets, index, mask, params["lam"], params)

@@ -69,6 +69,5 @@ class GridMix(Mixer):
         index = params["index"].to(images.device)
         mask = cells_to_mask(params["cell_from_own"].to(images.device), tuple(images.shape[-2:]))
         mixed = blend(images, index, mask)
-        share = mask.to(images.dtype)
-        lam = share.mean(dim=(1, 2, 3))
-        return self.pair_result(images, mixed, targets, index, share, lam, params)
+        lam = mask.float().mean(dim=(1, 2, 3))
+        return self.pair_result(images, mixed, targets, index, mask, lam, params)

@@ -75,5 +75,5 @@ class ResizeMix(Mixer):
         mixed[batch, :, rows[:, :, None], cols[:, None, :]] = small.permute(0, 2, 3, 1)
         inside = boxes_to_mask(boxes, (h, w))
         lam = (1.0 - box_area_fraction(boxes, (h, w))).float()
-        return self.pair_result(images, mixed, targets, index, (~inside).to(images.dtype), lam, params,
+        return self.pair_result(images, mixed, targets, index, ~inside, lam, params,
                                 partner_warp=warp)
