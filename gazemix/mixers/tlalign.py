@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from gazemix.attention.vit import AttentionHook, grid_mass, num_prefix_tokens, token_edges, vit_blocks
-from gazemix.contract import Mixer, MixerInputError, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import MixResult, Mixer, MixerInputError, blend, check_range, draw_partners, sample_beta
 from gazemix.mixers.boxes import cutmix_boxes
 from gazemix.registry import register_mixer
 
@@ -84,10 +84,10 @@ class TLAlign(Mixer):
         xs = torch.arange(w, device=dev).view(1, 1, 1, w)
         inside = ((ys >= y1.view(-1, 1, 1, 1)) & (ys < y2.view(-1, 1, 1, 1))
                   & (xs >= x1.view(-1, 1, 1, 1)) & (xs < x2.view(-1, 1, 1, 1)))
-        mixed = torch.where(inside, images[index], images)
-        share = (~inside).to(images.dtype)
-        lam = share.mean(dim=(1, 2, 3)).float()
-        return self.pair_result(images, mixed, targets, index, share, lam,
+        mixed = blend(images, index, ~inside)
+        area = (y2 - y1) * (x2 - x1)  # the pasted box, in pixels
+        lam = (1.0 - area.double() / (h * w)).float()
+        return self.pair_result(images, mixed, targets, index, ~inside, lam,
                                 {**params, "soft": self.soft(targets, dev)})
 
 
