@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["BoxWarp", "MixResult", "MixSource", "Mixer", "MixerInputError", "soft_targets"]
+__all__ = ["BoxWarp", "MixResult", "MixSource", "Mixer", "MixerInputError", "check_pairing", "scale_to_mass",
+           "soft_target_ce", "soft_targets"]
 
 
 class MixerInputError(ValueError):
@@ -107,13 +108,21 @@ class BoxWarp:
         xs = torch.arange(w, device=g.device).view(1, 1, 1, w)
         src = self.src.to(g.device).view(b, 4, 1, 1)
         in_src = (ys >= src[:, 0:1]) & (ys < src[:, 2:3]) & (xs >= src[:, 1:2]) & (xs < src[:, 3:4])
-        true_mass = (g * in_src).sum(dim=(1, 2, 3))
-        shown = shape.sum(dim=(1, 2, 3))
-        scale = torch.where(shown > 0, true_mass / shown.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(shown))
-        return shape * scale.view(b, 1, 1, 1)
+        return scale_to_mass(shape, (g * in_src).sum(dim=(1, 2, 3)))
 
     def index_select(self, rows: Tensor) -> "BoxWarp":
         return dataclasses.replace(self, src=self.src[rows], dst=self.dst[rows])
+
+
+def scale_to_mass(shape: Tensor, mass: Tensor) -> Tensor:
+    """Rescale each warped map ``(B, 1, H, W)`` to total ``mass`` ``(B,)`` (0 where the warp shows nothing).
+
+    Warps interpolate a map's *shape*; this makes the replay mass-exact: a shown region keeps exactly the gaze
+    mass it had in the source image.
+    """
+    total = shape.sum(dim=(1, 2, 3))
+    scale = torch.where(total > 0, mass / total.clamp_min(torch.finfo(shape.dtype).tiny), torch.zeros_like(total))
+    return shape * scale.view(-1, 1, 1, 1)
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -156,6 +165,11 @@ def soft_targets(targets: Tensor, num_classes: int | None, smoothing: float = 0.
         k = soft.shape[1]
         soft = soft * (1.0 - smoothing) + smoothing / k
     return soft
+
+
+def soft_target_ce(logits: Tensor, targets: Tensor) -> Tensor:
+    """``mean_i sum_c -t_ic log softmax(z_i)_c`` (timm ``SoftTargetCrossEntropy``) against soft targets ``(B, K)``."""
+    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -450,18 +464,26 @@ def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool 
         raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {value!r}")
 
 
+PAIRINGS = ("randperm", "flip", "roll")
+
+
+def check_pairing(pairing: str) -> None:
+    """Raise ``ValueError`` unless ``pairing`` is one of :data:`PAIRINGS`."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be 'randperm', 'flip' or 'roll', got {pairing!r}")
+
+
 def draw_partners(b: int, generator: torch.Generator, pairing: str = "randperm") -> Tensor:
     """Partner index of each sample: ``randperm`` (official CutMix/SaliencyMix), ``flip`` (timm) or ``roll`` (torchvision).
 
     A batch of 1 is paired with itself (the mix is then the identity on pixels).
     """
+    check_pairing(pairing)
     if pairing == "randperm":
         return torch.randperm(b, generator=generator)
     if pairing == "flip":
         return torch.arange(b - 1, -1, -1)
-    if pairing == "roll":
-        return torch.roll(torch.arange(b), 1)
-    raise ValueError(f"pairing must be 'randperm', 'flip' or 'roll', got {pairing!r}")
+    return torch.roll(torch.arange(b), 1)
 
 
 def sample_beta(alpha: float, n: int, generator: torch.Generator) -> Tensor:

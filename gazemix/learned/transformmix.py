@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gazemix.contract import scale_to_mass
+
 __all__ = ["AffineWarp", "MixingModule", "similarity_theta", "teacher_saliency"]
 
 
@@ -59,7 +61,7 @@ class AffineWarp:
 
     def apply_density(self, g: Tensor) -> Tensor:
         """Warp a map ``(B, 1, H, W)`` so the output holds exactly the mass ``g`` has on the source pixels shown."""
-        b, _, h, w = g.shape
+        h, w = g.shape[-2:]
         shape = self.apply(g).clamp_min(0)
         ys = (torch.arange(h, device=g.device, dtype=g.dtype) + 0.5) / h * 2 - 1
         xs = (torch.arange(w, device=g.device, dtype=g.dtype) + 0.5) / w * 2 - 1
@@ -67,10 +69,7 @@ class AffineWarp:
                                                                                             dtype=g.dtype)], dim=-1)
         out = torch.einsum("bij,hwj->bhwi", self.dst.to(device=g.device, dtype=g.dtype), pts)  # where each lands
         shown = (out.abs() <= 1).all(dim=-1).unsqueeze(1)
-        true_mass = (g * shown).sum(dim=(1, 2, 3))
-        total = shape.sum(dim=(1, 2, 3))
-        scale = torch.where(total > 0, true_mass / total.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(total))
-        return shape * scale.view(b, 1, 1, 1)
+        return scale_to_mass(shape, (g * shown).sum(dim=(1, 2, 3)))
 
     def index_select(self, rows: Tensor) -> "AffineWarp":
         return dataclasses.replace(self, src=self.src[rows], dst=self.dst[rows])

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixerInputError, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixerInputError, MixResult, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -64,7 +64,7 @@ class AttentiveMix(Mixer):
         if not isinstance(grid, int) or grid < 1:
             raise ValueError(f"grid must be a positive integer, got {grid!r}")
         check_saliency_source(saliency_source, ("features", "context", "gaze"))
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.top_k, self.alpha, self.grid, self.pairing = top_k, float(alpha), grid, pairing
         self.saliency_source = saliency_source
         self.needs = {"features": ("model",), "context": ("saliency",), "gaze": ("gaze",)}[saliency_source]

@@ -27,10 +27,9 @@ import os
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gazemix.contract import MixerInputError, MixResult, blend, check_range, draw_partners, sample_beta
+from gazemix.contract import MixerInputError, MixResult, blend, check_pairing, check_range, soft_target_ce, draw_partners, sample_beta
 from gazemix.learned.automix import (MixBlock, default_feature_index, ema_update, encoder_features, mask_loss,
                                      momentum_at)
 from gazemix.learned.base import (LearnedMixer, average_gradients, build_network, frozen_copy, load_mixer_checkpoint,
@@ -38,10 +37,6 @@ from gazemix.learned.base import (LearnedMixer, average_gradients, build_network
 from gazemix.registry import register_mixer
 
 __all__ = ["AutoMix"]
-
-
-def _soft_ce(logits: Tensor, targets: Tensor) -> Tensor:
-    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
 @register_mixer
@@ -83,7 +78,7 @@ class AutoMix(LearnedMixer):
         if feature_index is not None and (not isinstance(feature_index, int) or isinstance(feature_index, bool)):
             raise ValueError(f"feature_index must be an integer index into the model's feature_info, got {feature_index!r}")
         MixBlock(1, reduction=reduction, upsampling=upsampling, lam_embedding=lam_embedding)  # validates the options
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.alpha, self.lam_margin = float(alpha), float(lam_margin)
         self.mask_loss_weight, self.mask_margin = float(mask_loss_weight), float(mask_margin)
@@ -168,10 +163,10 @@ class AutoMix(LearnedMixer):
         mixed = own.to(images.dtype) * images + (1 - own.to(images.dtype)) * images[index]
         soft = self.soft(labels, images.device)
         targets = lam.view(-1, 1) * soft + (1 - lam.view(-1, 1)) * soft[index]
-        losses = {"mix_block": _soft_ce(self.encoder(mixed), targets),
+        losses = {"mix_block": soft_target_ce(self.encoder(mixed), targets),
                   "mask": self.mask_loss_weight * mask_loss(own, lam, self.mask_margin)}
         if clean_logits is not None:
-            losses["clean_ce"] = _soft_ce(clean_logits, soft)
+            losses["clean_ce"] = soft_target_ce(clean_logits, soft)
         return losses
 
     def after_step(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask, cutmix_boxes
 from gazemix.registry import register_mixer
 
@@ -57,7 +57,7 @@ class CutMix(Mixer):
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if mode not in ("batch", "elem"):
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.alpha, self.mode, self.pairing, self.correct_lam = float(alpha), mode, pairing, bool(correct_lam)
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -70,7 +70,7 @@ class FMix(Mixer):
         check_range("decay_power", decay_power, 0.0, math.inf, lo_open=True, hi_open=True)
         if mode not in ("batch", "elem"):
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.alpha, self.decay_power, self.mode, self.pairing = float(alpha), float(decay_power), mode, pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:

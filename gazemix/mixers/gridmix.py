@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -51,7 +51,7 @@ class GridMix(Mixer):
         if not isinstance(grid, int) or grid < 2:
             raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.grid, self.alpha, self.pairing = grid, float(alpha), pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:

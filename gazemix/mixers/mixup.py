@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -35,7 +35,7 @@ class Mixup(Mixer):
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if mode not in ("batch", "elem"):
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
-        draw_partners(1, self.generator, pairing)  # validates the name
+        check_pairing(pairing)
         self.alpha, self.mode, self.pairing = float(alpha), mode, pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:

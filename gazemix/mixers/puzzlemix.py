@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixResult, MixSource, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, MixSource, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 from gazemix.warps import BlockTransportWarp, identity_transport
 
@@ -151,7 +151,7 @@ class PuzzleMix(Mixer):
         if n_labels not in (2, 3, 4):
             raise ValueError(f"n_labels must be 2, 3 or 4 (as the official code), got {n_labels!r}")
         check_saliency_source(saliency_source)
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.alpha, self.block_choices = float(alpha), tuple(block_choices)
         self.beta, self.gamma, self.eta, self.neigh_size = float(beta), float(gamma), float(eta), neigh_size
         self.n_labels, self.transport, self.t_eps = n_labels, bool(transport), float(t_eps)

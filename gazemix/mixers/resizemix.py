@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import BoxWarp, Mixer, MixResult, check_range, draw_partners
+from gazemix.contract import BoxWarp, Mixer, MixResult, check_pairing, check_range
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask
 from gazemix.registry import register_mixer
 
@@ -41,7 +41,7 @@ class ResizeMix(Mixer):
         check_range("scale_range[1]", hi, lo, 1.0)
         if interpolation not in ("nearest", "bilinear"):
             raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.scale_range, self.pairing, self.interpolation = (float(lo), float(hi)), pairing, interpolation
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:

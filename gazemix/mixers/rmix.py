@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -67,7 +67,7 @@ class RMix(Mixer):
         for q in quantiles:
             check_range("quantiles[...]", q, 0.0, 1.0)
         check_saliency_source(saliency_source)
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.alpha, self.num_patches, self.quantiles = float(alpha), num_patches, tuple(float(q) for q in quantiles)
         self.saliency_source, self.pairing = saliency_source, pairing
         self.needs = needs_for_source(saliency_source)

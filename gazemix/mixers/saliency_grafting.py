@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 
 
@@ -67,7 +67,7 @@ class SaliencyGrafting(Mixer):
             raise ValueError(f"grid must be a positive integer, got {grid!r}")
         check_range("temperature", temperature, 0.0, float("inf"), lo_open=True, hi_open=True)
         check_saliency_source(saliency_source)
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.alpha, self.grid, self.temperature = float(alpha), grid, float(temperature)
         self.saliency_source, self.pairing = saliency_source, pairing
         self.needs = needs_for_source(saliency_source)

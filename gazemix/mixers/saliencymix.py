@@ -20,7 +20,7 @@ from torch import Tensor
 
 from gazemix.attention.saliency import (BACKENDS, bottom_up_saliency, check_saliency_source, needs_for_source,
                                         saliency_for_mixer)
-from gazemix.contract import Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_around
 from gazemix.mixers.cutmix import paste_boxes
 from gazemix.registry import register_mixer
@@ -71,7 +71,7 @@ class SaliencyMix(Mixer):
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         check_range("prob", prob, 0.0, 1.0)
         check_saliency_source(saliency_source, BACKENDS + ("context", "gaze"))
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.alpha, self.per_sample, self.prob = float(alpha), bool(per_sample), float(prob)
         self.saliency_source, self.pairing = saliency_source, pairing
         self.needs = needs_for_source(saliency_source)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gazemix.attention.vit import as_patch_grid, patch_attention, token_edges
-from gazemix.contract import BoxWarp, Mixer, MixerInputError, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import BoxWarp, Mixer, MixerInputError, MixResult, check_pairing, check_range, sample_beta, soft_target_ce
 from gazemix.mixers.boxes import boxes_to_mask
 from gazemix.registry import register_mixer
 
@@ -107,7 +107,7 @@ class MaxMinSquareMixer(Mixer):
         check_range("mixup_alpha", mixup_alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         check_range("min_side_ratio", min_side_ratio, 0.0, 1.0, lo_open=True)
         check_range("max_side_ratio", max_side_ratio, min_side_ratio, 1.0)
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.switch_prob, self.mixup_alpha = float(switch_prob), float(mixup_alpha)
         self.min_side_ratio, self.max_side_ratio, self.pairing = float(min_side_ratio), float(max_side_ratio), pairing
 
@@ -258,12 +258,10 @@ def region_token_means(tokens: Tensor, result: MixResult, num_prefix_tokens: int
 def fine_grained_loss(own_logits: Tensor, pasted_logits: Tensor, result: MixResult) -> Tensor:
     """``(SoftCE(own_logits, y_i) + SoftCE(pasted_logits, y_j)) / 2`` with the (smoothed) one-hots of the mix."""
     soft = result.params["soft"].to(own_logits.device)
-    return 0.5 * (_soft_ce(own_logits, soft) + _soft_ce(pasted_logits, soft[result.index]))
+    return 0.5 * (soft_target_ce(own_logits, soft) + soft_target_ce(pasted_logits, soft[result.index]))
 
 
 def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
     return (mask.unsqueeze(-1) * tokens).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
 
 
-def _soft_ce(logits: Tensor, soft: Tensor) -> Tensor:
-    return -(soft * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()

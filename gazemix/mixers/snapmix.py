@@ -26,7 +26,7 @@ from torch import Tensor
 
 from gazemix.attention.cam import class_activation_map, grad_cam, normalise_cam
 from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer
-from gazemix.contract import BoxWarp, Mixer, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import BoxWarp, Mixer, MixResult, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask, cutmix_boxes
 from gazemix.registry import register_mixer
 
@@ -73,7 +73,7 @@ class SnapMix(Mixer):
         if mode not in ("batch", "elem"):
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
         check_saliency_source(saliency_source, _SOURCES)
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.beta, self.prob, self.mode, self.pairing = float(beta), float(prob), mode, pairing
         self.saliency_source, self.official_same_label = saliency_source, bool(official_same_label)
         self.needs = {"cam": ("model",), "grad_cam": ("model",), "context": ("saliency",), "gaze": ("gaze",)}[saliency_source]

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, blend, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask, cutmix_boxes
 from gazemix.mixers.cutmix import paste_boxes
 from gazemix.registry import register_mixer
@@ -49,7 +49,7 @@ class MixupCutMixSwitch(Mixer):
             raise ValueError("at least one of mixup_alpha and cutmix_alpha must be > 0")
         if mode not in ("batch", "elem"):
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
         self.switch_prob, self.prob, self.mode, self.pairing = float(switch_prob), float(prob), mode, pairing
         self.correct_lam = bool(correct_lam)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from gazemix.attention.vit import AttentionHook, grid_mass, num_prefix_tokens, token_edges, vit_blocks
-from gazemix.contract import MixResult, Mixer, MixerInputError, blend, check_range, draw_partners, sample_beta
+from gazemix.contract import MixResult, Mixer, MixerInputError, blend, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import cutmix_boxes
 from gazemix.registry import register_mixer
 
@@ -64,7 +64,7 @@ class TLAlign(Mixer):
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if mode not in ("batch", "elem"):
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.patch_size, self.alpha, self.mode, self.pairing = patch_size, float(alpha), mode, pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gazemix.attention.vit import num_prefix_tokens, token_edges
-from gazemix.contract import Mixer, MixerInputError, MixResult, check_range, draw_partners, sample_beta
+from gazemix.contract import Mixer, MixerInputError, MixResult, check_pairing, check_range, sample_beta
 from gazemix.mixers.smmix import check_index
 from gazemix.registry import register_mixer
 
@@ -168,7 +168,7 @@ class TokenMix(Mixer):
             raise ValueError(f"extra_tokens must be a non-negative integer, got {extra_tokens!r}")
         check_range("switch_prob", switch_prob, 0.0, 1.0)
         check_range("mixup_alpha", mixup_alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.patch_size, self.mask_type, self.cutmix_alpha = patch_size, mask_type, float(cutmix_alpha)
         self.lam_constant, self.extra_tokens, self.teacher_labels = lam_constant, extra_tokens, bool(teacher_labels)
         self.switch_prob, self.mixup_alpha, self.pairing = float(switch_prob), float(mixup_alpha), pairing

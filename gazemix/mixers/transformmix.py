@@ -21,10 +21,9 @@ import sys
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gazemix.contract import MixerInputError, MixResult, MixSource, check_range, draw_partners, sample_beta
+from gazemix.contract import MixerInputError, MixResult, MixSource, check_pairing, check_range, soft_target_ce, sample_beta
 from gazemix.learned.base import (LearnedMixer, MixerCheckpointError, average_gradients, build_network, frozen_copy,
                                   load_mixer_checkpoint, network_spec)
 from gazemix.learned.transformmix import AffineWarp, MixingModule, teacher_saliency
@@ -49,10 +48,6 @@ def load_teacher(path: str | os.PathLike) -> nn.Module:
         raise MixerCheckpointError(f"teacher={str(path)!r} is not a gazemix training checkpoint of a model "
                                    f"({type(err).__name__}: {err}); pass the best.pt of a `gazemix train` run") from err
     return frozen_copy(model, copy=False)
-
-
-def _soft_ce(logits: Tensor, targets: Tensor) -> Tensor:
-    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
 @register_mixer
@@ -86,7 +81,7 @@ class TransformMix(LearnedMixer):
         check_range("mask_loss_weight", mask_loss_weight, 0.0, float("inf"))
         check_range("mask_margin", mask_margin, 0.0, 1.0)
         MixingModule(work_size=work_size, width=width)  # validates the options
-        draw_partners(1, self.generator, pairing)
+        check_pairing(pairing)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.teacher = None if teacher is None else str(teacher)
         self.alpha, self.search_epochs, self.search_lr = float(alpha), int(search_epochs), float(search_lr)
@@ -130,7 +125,7 @@ class TransformMix(LearnedMixer):
         """One search-phase loss on a batch: the frozen teacher on the mixed batch, and the mask-area term."""
         params = self.sample(images, labels, generator=generator)
         result, own = self._mix(images, labels, params)
-        losses = {"teacher_ce": _soft_ce(self._teacher(result.images), result.targets)}
+        losses = {"teacher_ce": soft_target_ce(self._teacher(result.images), result.targets)}
         area = own.mean(dim=(1, 2, 3))
         gap = (area - result.lam).abs().sub(self.mask_margin).clamp_min(0.0)
         losses["mask"] = self.mask_loss_weight * gap.mean()

@@ -12,19 +12,12 @@ SMMix (Chen et al., ICCV 2023) and TdAttenMix (Wang, Gu, Lu, AAAI 2025) add, on 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gazemix.contract import MixResult
+from gazemix.contract import MixResult, soft_target_ce
 from gazemix.mixers.smmix import consistency_loss, fine_grained_loss, region_token_means
 
 __all__ = ["soft_target_ce", "square_mix_losses"]
-
-
-def soft_target_ce(logits: Tensor, targets: Tensor) -> Tensor:
-    """``mean_i sum_c -t_ic log softmax(z_i)_c`` (timm ``SoftTargetCrossEntropy``); targets ``(B, K)``."""
-    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
 def square_mix_losses(result: MixResult, logits: Tensor, clean_logits: Tensor, *, tokens: Tensor | None = None,
