@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import torch
 
 from gazemix.cli._util import log, prepare_out
 from gazemix.registry import create_mixer, mixer_class

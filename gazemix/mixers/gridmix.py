@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, MixSource, check_range
+from gazemix.contract import Mixer, MixResult, check_range
 from gazemix.registry import mixer_class, register_mixer
 
 
