@@ -25,7 +25,7 @@ from torchvision.ops import roi_align
 
 from data_adapters.base import Fixations
 from gazemix.gaze import DEFAULT_SIGMA_FRACTION, render_gaze_maps
-from gazemix.sample_images import load_photo
+from gazemix.sample_images import square_photo
 
 __all__ = ["CLASS_NAMES", "DemoSet", "make_demo"]
 
@@ -106,14 +106,7 @@ def _spectral_residual(images: torch.Tensor) -> torch.Tensor:
 
 def _photos(side: int) -> torch.Tensor:
     """The background photographs, centre-squared and resized to ``side``: ``(P, 3, side, side)``."""
-    out = []
-    for name in BACKGROUNDS:
-        img = torch.from_numpy(load_photo(name)).permute(2, 0, 1).float() / 255.0
-        h, w = img.shape[-2:]
-        m = min(h, w)
-        img = img[:, (h - m) // 2:(h - m) // 2 + m, (w - m) // 2:(w - m) // 2 + m]
-        out.append(F.interpolate(img[None], size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0])
-    return torch.stack(out)
+    return torch.stack([square_photo(name, side) for name in BACKGROUNDS])
 
 
 def _chunk(n: int, s: int, photos: torch.Tensor, g: torch.Tensor) -> dict:

@@ -21,6 +21,16 @@ def load_photo(name: str) -> np.ndarray:
     return img[..., :3]
 
 
+def square_photo(name: str, size: int) -> torch.Tensor:
+    """A photograph centre-cropped to a square and resized (antialiased) to ``(3, size, size)`` in [0, 1]."""
+    img = torch.from_numpy(load_photo(name)).permute(2, 0, 1).float() / 255.0
+    h, w = img.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = img[:, top:top + s, left:left + s].unsqueeze(0)
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
 def sample_batch(n: int, size: int = 224) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``n`` photographs (cycling through :data:`PHOTOS`), centre-cropped and resized to ``size``.
 
@@ -30,13 +40,6 @@ def sample_batch(n: int, size: int = 224) -> tuple[torch.Tensor, torch.Tensor, l
         raise ValueError(f"n must be at least 1, got {n}")
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
-    tiles = []
-    for name in PHOTOS:
-        img = torch.from_numpy(load_photo(name)).permute(2, 0, 1).float() / 255.0
-        h, w = img.shape[-2:]
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        crop = img[:, top:top + s, left:left + s].unsqueeze(0)
-        tiles.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0])
+    tiles = [square_photo(name, size) for name in PHOTOS]
     labels = torch.arange(n) % len(PHOTOS)
     return torch.stack([tiles[i] for i in labels.tolist()]), labels, list(PHOTOS)
