@@ -23,6 +23,7 @@ class MixerInfo:
     reference: str
     needs: tuple[str, ...]
     content_independent: bool
+    relabels_after_forward: bool
 
 
 def register_mixer(cls: M) -> M:
@@ -58,5 +59,5 @@ def create_mixer(name: str, **kwargs: Any) -> Mixer:
 def list_mixers() -> list[MixerInfo]:
     """Every registered mixer with its one-line summary and paper reference, sorted by name."""
     _ensure_loaded()
-    return [MixerInfo(c.name, c.summary, c.reference, tuple(c.needs), c.content_independent)
+    return [MixerInfo(c.name, c.summary, c.reference, tuple(c.needs), c.content_independent, c.relabels_after_forward)
             for _, c in sorted(_REGISTRY.items())]

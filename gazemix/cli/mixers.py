@@ -12,7 +12,7 @@ import csv
 import sys
 
 from gazemix.cli._util import tabulate
-from gazemix.registry import list_mixers, mixer_class
+from gazemix.registry import list_mixers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def needs_label(info) -> str:
         return "shape only"
     if info.needs:
         return ", ".join(info.needs)
-    return "attention after forward" if mixer_class(info.name).relabels_after_forward else "pixels"
+    return "attention after forward" if info.relabels_after_forward else "pixels"
 
 
 def run(args: argparse.Namespace) -> int:
