@@ -325,9 +325,19 @@ class Mixer(abc.ABC):
     ``epoch`` (int) for progressive schedules; ``index`` ``(B,)`` a partner for every sample chosen by the
     caller instead of drawn (``gazemix score`` uses it to compare every mixer on the same pairs).
 
-    Subclasses set ``name``, ``summary``, ``reference``, ``needs`` (context keys that must be passed) and
-    ``content_independent`` (the mask depends on shapes only, never on pixels or a model), and implement
-    :meth:`sample` and :meth:`apply`.
+    Subclasses set ``name``, ``summary``, ``reference`` and their capabilities, and implement :meth:`sample`
+    and :meth:`apply`. Capabilities describe the **built instance** (options can change them, e.g. a saliency
+    mixer's ``saliency_source``), so callers read them from the instance, never from the class:
+
+    * ``needs``: context keys that must be passed to the call;
+    * ``content_independent``: the mask, the label weights and the warps never depend on pixel values (they
+      may depend on shapes and on context maps such as ``gaze=``);
+    * ``model_kind``: the model the mixer reads, if any: ``"cnn"`` (a feature map, CAM), ``"vit"`` (class-token
+      or patch attention), ``"any"`` (input gradients, a teacher's logits) or ``None``;
+    * ``relabels_after_forward``: the label comes from :meth:`relabel` after the model's forward;
+    * :attr:`reads_gaze`: the mix or the label is chosen from the ``gaze=`` maps;
+    * ``modes`` (class-level): the values of the ``mode`` option (``"batch"``: one draw per batch; ``"elem"``:
+      one per sample); empty when the mixer has no such option.
 
     Args (shared by every mixer):
         num_classes: number of classes, required when targets are class indices.
@@ -338,9 +348,11 @@ class Mixer(abc.ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
-    needs: ClassVar[tuple[str, ...]] = ()
-    content_independent: ClassVar[bool] = True
-    relabels_after_forward: ClassVar[bool] = False
+    modes: ClassVar[tuple[str, ...]] = ()
+    needs: tuple[str, ...] = ()
+    content_independent: bool = True
+    model_kind: str | None = None
+    relabels_after_forward: bool = False
 
     def __init__(self, *, num_classes: int | None = None, label_smoothing: float = 0.0, seed: int | None = None) -> None:
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
@@ -353,6 +365,11 @@ class Mixer(abc.ABC):
             self.generator.manual_seed(int(seed))
         else:
             self.generator.seed()
+
+    @property
+    def reads_gaze(self) -> bool:
+        """True when the mix or its label is chosen from ``gaze=`` (scoring must then hold those observers out)."""
+        return "gaze" in self.needs
 
     # -- the public call --
     def __call__(self, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None,
@@ -437,7 +454,7 @@ class Mixer(abc.ABC):
 
     def config(self) -> dict[str, Any]:
         """The mixer's options (what ``__init__`` was given), for provenance tables."""
-        hidden = {"generator", "needs", "content_independent", "relabels_after_forward"}
+        hidden = {"generator", "needs", "content_independent", "model_kind", "relabels_after_forward"}
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in hidden}
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer
+from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer, source_capabilities
 from gazemix.contract import Mixer, MixerInputError, MixResult, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 
@@ -67,7 +67,7 @@ class AttentiveMix(Mixer):
         check_pairing(pairing)
         self.top_k, self.alpha, self.grid, self.pairing = top_k, float(alpha), grid, pairing
         self.saliency_source = saliency_source
-        self.needs = {"features": ("model",), "context": ("saliency",), "gaze": ("gaze",)}[saliency_source]
+        self.needs, self.content_independent, self.model_kind = source_capabilities(saliency_source)
 
     def context_help(self) -> str:
         return "model= (a pretrained timm CNN; its last feature map is the grid), or saliency=/gaze= (B, 1, H, W)"

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
+from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer, source_capabilities
 from gazemix.contract import Mixer, MixResult, MixSource, check_range
 from gazemix.mixers.puzzlemix import import_gco
 from gazemix.registry import register_mixer
@@ -204,7 +204,7 @@ class CoMixup(Mixer):
         self.alpha, self.grid, self.beta, self.gamma, self.eta = float(alpha), grid, float(beta), float(gamma), float(eta)
         self.omega, self.thres, self.m_part, self.niter, self.resolve = float(omega), float(thres), m_part, niter, bool(resolve)
         self.mixed_blocks, self.saliency_source = bool(mixed_blocks), saliency_source
-        self.needs = needs_for_source(saliency_source)
+        self.needs, self.content_independent, self.model_kind = source_capabilities(saliency_source)
 
     def context_help(self) -> str:
         return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"

@@ -50,12 +50,13 @@ class CutMix(Mixer):
     name = "cutmix"
     summary = "paste a random box of the partner, label 1 - pasted area"
     reference = "Yun et al., CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features, ICCV 2019"
+    modes = ("batch", "elem")
 
     def __init__(self, *, alpha: float = 1.0, mode: str = "batch", pairing: str = "randperm",
                  correct_lam: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
-        if mode not in ("batch", "elem"):
+        if mode not in self.modes:
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
         check_pairing(pairing)
         self.alpha, self.mode, self.pairing, self.correct_lam = float(alpha), mode, pairing, bool(correct_lam)

@@ -49,8 +49,13 @@ class LUMix(Mixer):
         self.base = cls(**dict(base_options or {}), **kwargs)
         self.noise, self.pred_weight = float(noise), float(pred_weight)
         self.needs = self.base.needs
-        self.content_independent = cls.content_independent
-        self.relabels_after_forward = pred_weight > 0
+        self.content_independent = self.base.content_independent and self.pred_weight == 0
+        self.model_kind = self.base.model_kind or ("any" if self.pred_weight > 0 else None)
+        self.relabels_after_forward = self.pred_weight > 0
+
+    @property
+    def reads_gaze(self) -> bool:
+        return self.base.reads_gaze
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         base_params = self.base.sample(images, targets, generator=generator, **context)

@@ -67,6 +67,7 @@ class MixPro(Mixer):
     reference = ("Zhao et al., MixPro: Data Augmentation with MaskMix and Progressive Attention Labeling for "
                  "Vision Transformer, ICLR 2023")
     content_independent = False
+    model_kind = "vit"
     relabels_after_forward = True
 
     def __init__(self, *, patch_size: int = 16, mask_patch_size: int = 64, alpha: float = 1.0,

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
+from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer, source_capabilities
 from gazemix.contract import Mixer, MixResult, MixSource, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 from gazemix.warps import BlockTransportWarp, identity_transport
@@ -156,7 +156,7 @@ class PuzzleMix(Mixer):
         self.beta, self.gamma, self.eta, self.neigh_size = float(beta), float(gamma), float(eta), neigh_size
         self.n_labels, self.transport, self.t_eps = n_labels, bool(transport), float(t_eps)
         self.official_transport, self.saliency_source, self.pairing = bool(official_transport), saliency_source, pairing
-        self.needs = needs_for_source(saliency_source)
+        self.needs, _, self.model_kind = source_capabilities(saliency_source)
 
     def context_help(self) -> str:
         return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
+from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer, source_capabilities
 from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
 from gazemix.registry import register_mixer
 
@@ -70,7 +70,7 @@ class RMix(Mixer):
         check_pairing(pairing)
         self.alpha, self.num_patches, self.quantiles = float(alpha), num_patches, tuple(float(q) for q in quantiles)
         self.saliency_source, self.pairing = saliency_source, pairing
-        self.needs = needs_for_source(saliency_source)
+        self.needs, self.content_independent, self.model_kind = source_capabilities(saliency_source)
 
     def context_help(self) -> str:
         return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"

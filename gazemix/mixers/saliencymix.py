@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.attention.saliency import (BACKENDS, bottom_up_saliency, check_saliency_source, needs_for_source,
+from gazemix.attention.saliency import (BACKENDS, bottom_up_saliency, check_saliency_source, source_capabilities,
                                         saliency_for_mixer)
 from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_around
@@ -74,7 +74,7 @@ class SaliencyMix(Mixer):
         check_pairing(pairing)
         self.alpha, self.per_sample, self.prob = float(alpha), bool(per_sample), float(prob)
         self.saliency_source, self.pairing = saliency_source, pairing
-        self.needs = needs_for_source(saliency_source)
+        self.needs, self.content_independent, self.model_kind = source_capabilities(saliency_source)
 
     def context_help(self) -> str:
         return "saliency= (B, 1, H, W) for saliency_source='context', gaze= (B, 1, H, W) for 'gaze'"

@@ -195,6 +195,7 @@ class SMMix(MaxMinSquareMixer):
     summary = "paste the partner's max-attention token square over the own min-attention square; area label"
     reference = "Chen et al., SMMix: Self-Motivated Image Mixing for Vision Transformers, ICCV 2023"
     needs = ("attention",)
+    model_kind = "vit"
 
     def context_help(self) -> str:
         return ("pass attention= (patch-to-patch attention of the unmixed batch, (B, N) or (B, h, w), from "

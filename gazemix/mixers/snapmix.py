@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from gazemix.attention.cam import class_activation_map, grad_cam, normalise_cam
-from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer
+from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer, source_capabilities
 from gazemix.contract import BoxWarp, Mixer, MixResult, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask, cutmix_boxes
 from gazemix.registry import register_mixer
@@ -64,19 +64,20 @@ class SnapMix(Mixer):
     reference = "Huang, Wang, Tao, SnapMix: Semantically Proportional Mixing for Augmenting Fine-grained Data, AAAI 2021"
     needs = ("model",)  # the default saliency source; an instance lists what its own source needs
     content_independent = False
+    modes = ("batch", "elem")
 
     def __init__(self, *, beta: float = 5.0, prob: float = 1.0, mode: str = "batch", saliency_source: str = "cam",
                  official_same_label: bool = False, pairing: str = "randperm", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_range("beta", beta, 0.0, float("inf"), lo_open=True, hi_open=True)
         check_range("prob", prob, 0.0, 1.0)
-        if mode not in ("batch", "elem"):
+        if mode not in self.modes:
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
         check_saliency_source(saliency_source, _SOURCES)
         check_pairing(pairing)
         self.beta, self.prob, self.mode, self.pairing = float(beta), float(prob), mode, pairing
         self.saliency_source, self.official_same_label = saliency_source, bool(official_same_label)
-        self.needs = {"cam": ("model",), "grad_cam": ("model",), "context": ("saliency",), "gaze": ("gaze",)}[saliency_source]
+        self.needs, self.content_independent, self.model_kind = source_capabilities(saliency_source)
 
     def context_help(self) -> str:
         return ("model= (a timm CNN: its CAM of the ground-truth class), or saliency=/gaze= (B, 1, H, W) with "

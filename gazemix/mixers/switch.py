@@ -36,6 +36,7 @@ class MixupCutMixSwitch(Mixer):
     name = "switch"
     summary = "timm/DeiT switch: Mixup or CutMix per batch or per sample"
     reference = "timm.data.Mixup; Touvron et al., Training data-efficient image transformers (DeiT), ICML 2021"
+    modes = ("batch", "elem")
 
     def __init__(self, *, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0, switch_prob: float = 0.5,
                  prob: float = 1.0, mode: str = "batch", pairing: str = "flip", correct_lam: bool = True,
@@ -47,7 +48,7 @@ class MixupCutMixSwitch(Mixer):
         check_range("prob", prob, 0.0, 1.0)
         if mixup_alpha == 0 and cutmix_alpha == 0:
             raise ValueError("at least one of mixup_alpha and cutmix_alpha must be > 0")
-        if mode not in ("batch", "elem"):
+        if mode not in self.modes:
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
         check_pairing(pairing)
         self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)

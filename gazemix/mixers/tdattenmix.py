@@ -118,6 +118,15 @@ class TdAttenMix(MaxMinSquareMixer):
             raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
         self.ratio_mode, self.attn_weight, self.balance = ratio_mode, float(attn_weight), float(balance)
         self.gaze_weight, self.threshold, self.patch_size = float(gaze_weight), threshold, patch_size
+        gaze_only = self.gaze_weight == 1 and self.balance == 1  # human gaze alone picks the squares
+        topdown = () if self.balance == 0 else ("gaze",) if self.gaze_weight == 1 else ("model",)
+        self.needs = topdown + (("attention",) if self.balance < 1 else ())
+        self.content_independent = gaze_only
+        self.model_kind = None if gaze_only else "vit"
+
+    @property
+    def reads_gaze(self) -> bool:
+        return self.gaze_weight > 0 and self.balance > 0
 
     def context_help(self) -> str:
         return ("pass model= (a gazemix.attention.TopDownViT with your weights, the timm ViT being trained, or a "

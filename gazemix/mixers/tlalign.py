@@ -55,6 +55,7 @@ class TLAlign(Mixer):
     name = "tlalign"
     summary = "token-aligned CutMix; labels propagated through the ViT's attention (TokenLabelAligner)"
     reference = "Xiao et al., Token-Label Alignment for Vision Transformers, ICCV 2023"
+    modes = ("batch", "elem")
 
     def __init__(self, *, patch_size: int = 16, alpha: float = 1.0, mode: str = "batch", pairing: str = "flip",
                  **kwargs: Any) -> None:
@@ -62,7 +63,7 @@ class TLAlign(Mixer):
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
-        if mode not in ("batch", "elem"):
+        if mode not in self.modes:
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
         check_pairing(pairing)
         self.patch_size, self.alpha, self.mode, self.pairing = patch_size, float(alpha), mode, pairing

@@ -172,6 +172,9 @@ class TokenMix(Mixer):
         self.patch_size, self.mask_type, self.cutmix_alpha = patch_size, mask_type, float(cutmix_alpha)
         self.lam_constant, self.extra_tokens, self.teacher_labels = lam_constant, extra_tokens, bool(teacher_labels)
         self.switch_prob, self.mixup_alpha, self.pairing = float(switch_prob), float(mixup_alpha), pairing
+        self.needs = ("model",) if self.teacher_labels else ()
+        self.content_independent = not self.teacher_labels
+        self.model_kind = "any" if self.teacher_labels else None
 
     def context_help(self) -> str:
         return ("pass model= (a teacher: a timm ViT or CNN with a linear classifier) or label_maps= (B, h, w) teacher "
