@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["BoxWarp", "MixResult", "MixSource", "Mixer", "MixerInputError", "check_pairing", "scale_to_mass",
-           "soft_target_ce", "soft_targets"]
+__all__ = ["BoxWarp", "MixResult", "MixSource", "Mixer", "MixerInputError", "box_sums", "check_pairing",
+           "scale_to_mass", "soft_target_ce", "soft_targets", "summed_area_table"]
 
 
 class MixerInputError(ValueError):
@@ -131,12 +131,17 @@ class MixSource:
     """One source of every mixed output: which image, its per-pixel share, its label weight, its warp.
 
     ``share`` is float, or boolean for hard masks (cheaper to build and store; replay converts it).
+    ``box`` ``(B, 4)`` (optional) says that ``share`` is exactly the indicator of that box (True inside), or
+    of its complement with ``box_complement=True``; with a :class:`BoxWarp` the box is the warp's ``dst``.
+    Replay then reads a source's mass from a summed-area table in O(1) (:meth:`MixResult.replay_sources`).
     """
 
     index: Tensor
     share: Tensor
     weight: Tensor
     warp: BoxWarp | None = None
+    box: Tensor | None = None
+    box_complement: bool = False
 
 
 def soft_targets(targets: Tensor, num_classes: int | None, smoothing: float = 0.0) -> Tensor:
@@ -246,14 +251,24 @@ class MixResult:
             out.append((src.share.to(g.dtype) * g)[:, 0])
         return torch.stack(out, dim=1)
 
-    def replay_sources(self, maps: Tensor) -> Tensor:
-        """Map mass that each output keeps from each source: ``(B', S)``."""
+    def replay_sources(self, maps: Tensor, table: Tensor | None = None) -> Tensor:
+        """Map mass that each output keeps from each source: ``(B', S)``.
+
+        ``table``: optional :func:`summed_area_table` of ``maps``; sources that declare a ``box`` are then read
+        from it in O(1) each instead of a pass over the map (the same masses up to float rounding; a warped box
+        keeps exactly the mass of its ``src`` box, as :meth:`BoxWarp.apply_density` defines it).
+        """
         self._check_maps(maps)
         b = self.images.shape[0]
-        totals = maps.sum(dim=(1, 2, 3))
+        totals = maps.sum(dim=(1, 2, 3)) if table is None else table[:, -1, -1].to(maps.dtype)
         flat = maps.reshape(maps.shape[0], -1)
         masses = []
         for src in self.sources:
+            if table is not None and src.box is not None:
+                region = src.box if src.warp is None else src.warp.src
+                inside = box_sums(table, src.index, region).to(maps.dtype)
+                masses.append(totals[src.index] - inside if src.box_complement else inside)
+                continue
             share = src.share.to(maps.dtype)
             if src.warp is not None:
                 g = src.warp.apply_density(maps[src.index])
@@ -295,16 +310,32 @@ class MixResult:
 
         def pick(s: MixSource) -> MixSource:
             share = s.share if s.share.shape[0] == 1 else s.share[rows]
-            return MixSource(s.index[rows], share, s.weight[rows], None if s.warp is None else s.warp.index_select(rows))
+            return MixSource(s.index[rows], share, s.weight[rows], None if s.warp is None else s.warp.index_select(rows),
+                             None if s.box is None else s.box[rows], s.box_complement)
         return dataclasses.replace(self, images=self.images[rows], targets=self.targets[rows],
                                    sources=tuple(pick(s) for s in self.sources))
 
     def to(self, device: torch.device | str) -> "MixResult":
         def move(s: MixSource) -> MixSource:
             warp = None if s.warp is None else dataclasses.replace(s.warp, src=s.warp.src.to(device), dst=s.warp.dst.to(device))
-            return MixSource(s.index.to(device), s.share.to(device), s.weight.to(device), warp)
+            return MixSource(s.index.to(device), s.share.to(device), s.weight.to(device), warp,
+                             None if s.box is None else s.box.to(device), s.box_complement)
         return dataclasses.replace(self, images=self.images.to(device), targets=self.targets.to(device),
                                    sources=tuple(move(s) for s in self.sources))
+
+
+def summed_area_table(maps: Tensor) -> Tensor:
+    """Summed-area table ``(B, H + 1, W + 1)`` in float64 of maps ``(B, 1, H, W)``: ``T[y, x] = sum(m[:y, :x])``."""
+    t = maps[:, 0].double().cumsum(dim=1).cumsum(dim=2)
+    return F.pad(t, (1, 0, 1, 0))
+
+
+def box_sums(table: Tensor, index: Tensor, boxes: Tensor) -> Tensor:
+    """Sum of map ``index[b]`` inside half-open box ``boxes[b] = (y1, x1, y2, x2)``, from its summed-area table."""
+    boxes = boxes.to(table.device).long()
+    index = index.to(table.device)
+    y1, x1, y2, x2 = boxes.unbind(dim=1)
+    return table[index, y2, x2] - table[index, y1, x2] - table[index, y2, x1] + table[index, y1, x1]
 
 
 def _is_identity(index: Tensor, n: int) -> bool:
@@ -435,15 +466,19 @@ class Mixer(abc.ABC):
 
     def pair_result(self, images: Tensor, mixed: Tensor, targets: Tensor, index: Tensor, own_share: Tensor,
                     lam: Tensor, params: Mapping[str, Any], *, partner_weight: Tensor | None = None,
-                    partner_warp: BoxWarp | None = None) -> MixResult:
-        """Build the two-source result ``own = arange(B)``, ``partner = index`` with label weights."""
+                    partner_warp: BoxWarp | None = None, partner_box: Tensor | None = None) -> MixResult:
+        """Build the two-source result ``own = arange(B)``, ``partner = index`` with label weights.
+
+        ``partner_box`` ``(B, 4)``: the partner fills exactly this box (its warp's ``dst``) and the own image the
+        rest, so replay may read both from a summed-area table.
+        """
         b = images.shape[0]
         device = images.device
         lam = lam.to(device=device, dtype=torch.float32)
         partner_weight = (1.0 - lam) if partner_weight is None else partner_weight.to(device=device, dtype=torch.float32)
-        own = MixSource(torch.arange(b, device=device), own_share, lam)
+        own = MixSource(torch.arange(b, device=device), own_share, lam, box=partner_box, box_complement=True)
         partner_share = ~own_share if own_share.dtype == torch.bool else 1.0 - own_share
-        partner = MixSource(index.to(device), partner_share, partner_weight, partner_warp)
+        partner = MixSource(index.to(device), partner_share, partner_weight, partner_warp, box=partner_box)
         soft = self.soft(targets, device)
         mixed_targets = lam.view(-1, 1) * soft + partner_weight.view(-1, 1) * soft[partner.index]
         return MixResult(images=mixed, targets=mixed_targets, sources=(own, partner), params=dict(params), mixer=self.name)

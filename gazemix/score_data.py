@@ -64,6 +64,15 @@ def _render_halves(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, in
     return rendered.maps, None, rendered.valid.numpy(), info, f"{rendered.report.summary()}; no observer split ({reason})"
 
 
+def _rows(maps: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """``maps[rows]`` without a copy when every row is kept (rendered maps may be memory-mapped and large)."""
+    return maps if rows.size == maps.shape[0] else maps[torch.from_numpy(rows)]
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
+
+
 def _spread(counts: np.ndarray) -> str:
     if counts.size == 0:
         return "none"
@@ -78,10 +87,11 @@ def demo_scoring_data(n: int = 512, size: int = 224, seed: int = 0, observer_spl
     demo = make_demo(n=n, size=size, seed=seed)
     gaze, guide, keep, info, note = _render_halves(demo.fixations, [(size, size)] * n, size,
                                                    observer_split=observer_split, seed=seed, render={})
-    rows = torch.from_numpy(np.flatnonzero(keep))
+    rows = np.flatnonzero(keep)
     meta = dict(demo.meta, n_samples=n, n_usable=int(keep.sum()), notes=[note])
-    return ScoringData(gaze=gaze[rows], guide_gaze=None if guide is None else guide[rows],
-                       ids=[f"demo-{i}" for i in rows.tolist()], labels=demo.labels[rows], images=demo.images[rows],
+    return ScoringData(gaze=_rows(gaze, rows), guide_gaze=None if guide is None else _rows(guide, rows),
+                       ids=[f"demo-{i}" for i in rows.tolist()], labels=demo.labels[rows],
+                       images=_rows(demo.images, rows),
                        class_names=list(demo.class_names), name="demo", split=info, meta=meta)
 
 
@@ -174,9 +184,9 @@ def samples_scoring_data(samples: Sequence[GazeSample], *, name: str, size: int 
         gaze, guide, ok, split_info, note = _render_halves(
             [samples[i].fixations for i in with_fix], [samples[i].size for i in with_fix], size,
             observer_split=observer_split, seed=seed, render=render)
-        rows = torch.from_numpy(np.flatnonzero(ok))
-        parts_eval.append(gaze[rows])
-        parts_guide.append(None if guide is None else guide[rows])
+        rows = np.flatnonzero(ok)
+        parts_eval.append(_rows(gaze, rows))
+        parts_guide.append(None if guide is None else _rows(guide, rows))
         keep += [with_fix[r] for r in rows.tolist()]
         notes.append(note)
     if with_map:
@@ -203,8 +213,8 @@ def samples_scoring_data(samples: Sequence[GazeSample], *, name: str, size: int 
     if len(keep) < 2:
         raise DataSetError(f"the {name} data set has {len(keep)} usable gaze maps; scoring needs at least 2 "
                            f"({'; '.join(notes)})")
-    gaze = torch.cat(parts_eval).float()
-    guide = torch.cat(parts_guide).float() if all(p is not None for p in parts_guide) else None
+    gaze = _cat(parts_eval)
+    guide = _cat(parts_guide) if all(p is not None for p in parts_guide) else None
     kept = [samples[i] for i in keep]
     labels = torch.tensor([int(s.label) for s in kept]) if all(s.label is not None for s in kept) else None
     pixels = torch.stack([images[i] for i in keep]) if want_images else None

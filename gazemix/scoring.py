@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixerInputError, MixResult
+from gazemix.contract import Mixer, MixerInputError, MixResult, summed_area_table
 from gazemix.metrics.consistency import (bootstrap_interval, cluster_bootstrap, disagreement, gaze_weight,
                                          ghost_label, label_gaze_gap, pasted_region_shares, source_shares_gap)
 from gazemix.registry import create_mixer, list_mixers, mixer_class
@@ -229,37 +229,57 @@ def _chunk_seed(seed: int, start: int) -> int:
     return seed * 100_003 + start
 
 
-@dataclass
 class _Chunk:
-    result: MixResult
-    gaze: Tensor   # evaluation gaze of the chunk's input images
-    guide: Tensor  # guide gaze of the chunk's input images (the same tensor without a split)
+    """One chunk of pairs, gathered once and shared by every mixer: ``own + partner`` mixed both ways.
+
+    Model contexts (one clean-batch forward per model) and the summed-area tables of the gaze maps are made on
+    first use and then reused by every mixer of the chunk.
+    """
+
+    def __init__(self, data: ScoringData, a: Tensor, b: Tensor, device: torch.device) -> None:
+        n = a.shape[0]
+        self.own, self.partner = torch.cat([a, b]), torch.cat([b, a])
+        self.gaze = data.gaze[self.own].to(device)
+        self.guide = self.gaze if data.guide_gaze is None else data.guide_gaze[self.own].to(device)
+        if data.images is not None:
+            self.images = data.images[self.own].to(device)
+        else:  # mixers that read no pixels only look at the shape: a batch with no channels mixes no pixels
+            self.images = torch.zeros(2 * n, 0, *data.gaze.shape[-2:], device=device)
+        if data.labels is not None:
+            self.targets = data.labels[self.own].to(device)
+        else:  # no labels: every source its own class, so label weights stay separable
+            self.targets = torch.eye(2 * n, device=device)
+        self.index = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(device)
+        self._contexts: dict[int, Mapping[str, Any]] = {}
+        self._tables: dict[str, Tensor] = {}
+
+    def model_context(self, model: ModelContext) -> Mapping[str, Any]:
+        if id(model) not in self._contexts:
+            self._contexts[id(model)] = model.provide(self.images, self.targets)
+        return self._contexts[id(model)]
+
+    def table(self, which: str) -> Tensor:
+        if which not in self._tables:
+            self._tables[which] = summed_area_table(self.gaze if which == "gaze" else self.guide)
+        return self._tables[which]
+
+    def replay(self, result: MixResult, which: str) -> Tensor:
+        """Masses of every source on the evaluation (``"gaze"``) or guide maps, from tables where boxes allow."""
+        maps = self.gaze if which == "gaze" else self.guide
+        table = self.table(which) if any(s.box is not None for s in result.sources) else None
+        return result.replay_sources(maps, table).detach().double()
 
 
-def _mix_chunk(mixer: Mixer, data: ScoringData, own: Tensor, partner: Tensor, seed: int,
-               model: ModelContext | None, device: torch.device) -> _Chunk:
-    """Mix the batch ``own`` + ``partner`` with partners swapped (each pair both ways), guided by the guide gaze."""
-    b = own.shape[0]
-    ids = torch.cat([own, partner])
-    gaze = data.gaze[ids].to(device)
-    guide = gaze if data.guide_gaze is None else data.guide_gaze[ids].to(device)
-    if data.images is not None:
-        images = data.images[ids].to(device)
-    else:  # mixers that read no pixels only look at the shape: a batch with no channels mixes no pixels
-        images = torch.zeros(2 * b, 0, *data.gaze.shape[-2:], device=device)
-    if data.labels is not None:
-        targets = data.labels[ids].to(device)
-    else:  # no labels: every source its own class, so label weights stay separable
-        targets = torch.eye(2 * b, device=device)
-    index = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(device)
-    context: dict[str, Any] = {"index": index, "gaze": guide}
+def _mix(mixer: Mixer, chunk: _Chunk, seed: int, model: ModelContext | None) -> MixResult:
+    """Mix the chunk's batch with its fixed partners, guided by the guide gaze (and the model's context)."""
+    context: dict[str, Any] = {"index": chunk.index, "gaze": chunk.guide}
     if model is not None:
-        context.update(model.provide(images, targets))
-    result = mixer(images, targets, generator=torch.Generator().manual_seed(seed), **context)
+        context.update(chunk.model_context(model))
+    result = mixer(chunk.images, chunk.targets, generator=torch.Generator().manual_seed(seed), **context)
     if mixer.relabels_after_forward and model is not None:
-        context.update(model.provide(result.images, targets))
+        context.update(model.provide(result.images, chunk.targets))
         result = mixer.relabel(result, **context)
-    return _Chunk(result, gaze, guide)
+    return result
 
 
 @dataclass
@@ -323,59 +343,56 @@ def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int =
     device = torch.device(device)
     models = models or {}
     first, second = draw_pairs(data, (pairs + 1) // 2, seed)
-    frames: list[pd.DataFrame] = []
+    chosen = {name: choose_model(mixer, models) for name, mixer in mixers.items()}
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in mixers}
+    mosaics = dict.fromkeys(mixers, 0)
+    seconds = dict.fromkeys(mixers, 0.0)
     skipped: dict[str, str] = {}
     errors: dict[str, str] = {}
-    seconds: dict[str, float] = {}
     worst: dict[str, list[Example]] = {}
     chunks = range(0, first.shape[0], batch_size)
     bar = tqdm(total=len(mixers) * len(chunks), desc="scoring", unit="batch", disable=not progress)
-    for name, mixer in mixers.items():
-        bar.set_postfix_str(name)
-        model = choose_model(mixer, models)
-        mixer_frames = []
-        mosaics = 0
-        t0 = time.perf_counter()
-        for start in chunks:
-            a, b = first[start:start + batch_size], second[start:start + batch_size]
-            own, partner = torch.cat([a, b]), torch.cat([b, a])
+    for start in chunks:
+        chunk = _Chunk(data, first[start:start + batch_size], second[start:start + batch_size], device)
+        n = chunk.own.shape[0]
+        k = torch.arange(n // 2)
+        positions = 2 * start + torch.cat([2 * k, 2 * k + 1])  # pair k mixed both ways: samples 2k, 2k+1
+        for name, mixer in mixers.items():
+            bar.update(1)
+            if name in skipped or name in errors:
+                continue
+            bar.set_postfix_str(name)
+            t0 = time.perf_counter()
             try:
-                chunk = _mix_chunk(mixer, data, a, b, _chunk_seed(seed, start), model, device)
+                result = _mix(mixer, chunk, _chunk_seed(seed, start), chosen[name])
             except MixerInputError as err:  # it needs what this run cannot give
                 skipped[name] = str(err)
+                continue
             except Exception as err:  # noqa: BLE001 - a failing mixer is reported, the others still run
                 errors[name] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-4)}"
-            if name in skipped or name in errors:
-                mixer_frames = []
-                bar.update(len(chunks) - start // batch_size)
-                break
-            n = own.shape[0]
-            k = torch.arange(n // 2)
-            positions = 2 * start + torch.cat([2 * k, 2 * k + 1])  # pair k mixed both ways: samples 2k, 2k+1
-            if chunk.result.images.shape[0] == n:
-                result = chunk.result.select(torch.arange(n))
-                frame = _pair_rows(name, result, chunk, data, own, partner, positions, ghost_max_gaze,
-                                   ghost_min_label)
+                continue
+            if result.images.shape[0] == n:
+                result = result.select(torch.arange(n))
+                frame = _pair_rows(name, result, chunk, data, positions, ghost_max_gaze, ghost_min_label)
             else:  # a mixer that appends mosaics (SpliceMix): score the appended outputs per source
-                result = chunk.result.select(torch.arange(n, chunk.result.images.shape[0]))
-                frame = _multi_source_rows(name, result, chunk, data, own)
-                frame["pair"] += mosaics
-                mosaics += len(frame)
+                result = result.select(torch.arange(n, result.images.shape[0]))
+                frame = _multi_source_rows(name, result, chunk, data)
+                frame["pair"] += mosaics[name]
+                mosaics[name] += len(frame)
             if keep_worst:
                 worst[name] = _keep_worst(worst.get(name, []), name, result, chunk.gaze, frame, data, keep_worst)
-            mixer_frames.append(frame)
-            bar.update(1)
-        seconds[name] = time.perf_counter() - t0
-        frames.extend(mixer_frames)
+            frames[name].append(frame)
+            seconds[name] += time.perf_counter() - t0
     bar.close()
-    samples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    done = [name for name in mixers if name not in skipped and name not in errors]
+    kept = [f for name in done for f in frames[name]]
+    samples = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
     if not samples.empty:
         samples = samples[(samples["pair"] < pairs)].sort_values(["mixer", "pair"], kind="stable")
         samples = samples.reset_index(drop=True)
-    done = [n for n in mixers if n not in skipped and n not in errors]
     examples = [e for name in done if name in worst for e in worst[name]]
-    circular = [n for n in done if mixers[n].reads_gaze and not data.held_out]
-    return ScoreRun(samples, skipped, examples, errors, {n: seconds[n] for n in done}, circular)
+    circular = [name for name in done if mixers[name].reads_gaze and not data.held_out]
+    return ScoreRun(samples, skipped, examples, errors, {name: seconds[name] for name in done}, circular)
 
 
 def _keep_worst(current: list[Example], name: str, result: MixResult, gaze: Tensor, frame: pd.DataFrame,
@@ -393,15 +410,16 @@ def _keep_worst(current: list[Example], name: str, result: MixResult, gaze: Tens
     return sorted(current + new, key=lambda e: -e.gap)[:k]
 
 
-def _pair_rows(name: str, result: MixResult, chunk: _Chunk, data: ScoringData, own: Tensor, partner: Tensor,
-               positions: Tensor, ghost_max_gaze: float, ghost_min_label: float) -> pd.DataFrame:
-    masses = result.replay_sources(chunk.gaze).detach().double()
+def _pair_rows(name: str, result: MixResult, chunk: _Chunk, data: ScoringData, positions: Tensor,
+               ghost_max_gaze: float, ghost_min_label: float) -> pd.DataFrame:
+    own, partner = chunk.own, chunk.partner
+    masses = chunk.replay(result, "gaze")
     g_own, g_partner = masses[:, 0], masses[:, 1:].sum(dim=1)
     lam, partner_lam = result.lam.detach().double(), result.partner_lam.detach().double()
     lam_label = lam / (lam + partner_lam).clamp_min(1e-12)
     lam_gaze, defined = gaze_weight(g_own, g_partner)
     if data.held_out:
-        guide = result.replay_sources(chunk.guide).detach().double()
+        guide = chunk.replay(result, "guide")
         lam_guide, _ = gaze_weight(guide[:, 0], guide[:, 1:].sum(dim=1))
         ceiling = label_gaze_gap(lam_guide, lam_gaze)
     else:
@@ -428,13 +446,14 @@ def _pair_rows(name: str, result: MixResult, chunk: _Chunk, data: ScoringData, o
     })
 
 
-def _multi_source_rows(name: str, result: MixResult, chunk: _Chunk, data: ScoringData, ids: Tensor) -> pd.DataFrame:
+def _multi_source_rows(name: str, result: MixResult, chunk: _Chunk, data: ScoringData) -> pd.DataFrame:
     """Rows of appended mosaics: ``own`` is the first tile, ``partner`` the second; gap over all tiles."""
-    masses = result.replay_sources(chunk.gaze).detach().double()
+    ids = chunk.own
+    masses = chunk.replay(result, "gaze")
     weights = torch.stack([s.weight for s in result.sources], dim=1).detach().double()
     gap, defined = source_shares_gap(weights, masses)
     if data.held_out:
-        ceiling, _ = source_shares_gap(result.replay_sources(chunk.guide).detach().double(), masses)
+        ceiling, _ = source_shares_gap(chunk.replay(result, "guide"), masses)
     else:
         ceiling = torch.full_like(gap, float("nan"))
     first = result.own_index.cpu()

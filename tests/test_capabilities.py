@@ -83,3 +83,27 @@ def test_options_change_capabilities() -> None:
     assert _build("tdattenmix", {"gaze_weight": 0.5}).reads_gaze
     assert not _build("bc_plus", {}).content_independent
     assert _build("cutmix", {}).content_independent and type(_build("cutmix", {})).modes == ("batch", "elem")
+
+
+@pytest.mark.parametrize(("name", "options"), [v for _, v in INDEPENDENT], ids=[i for i, _ in INDEPENDENT])
+def test_summed_area_replay_matches_the_pixel_replay(name: str, options: dict) -> None:
+    from gazemix.contract import summed_area_table
+
+    mixer = _build(name, options)
+    b, hw = 6, 48
+    context = {k: v for k, v in _context(b, hw, 1).items() if k in mixer.needs or k == "index"}
+    images = torch.rand(b, 3, hw, hw, generator=torch.Generator().manual_seed(2))
+    result = mixer(images, torch.tensor([0, 1, 2, 3, 0, 1]), generator=torch.Generator().manual_seed(3), **context)
+    maps = _context(b, hw, 5)["gaze"]
+    torch.testing.assert_close(result.replay_sources(maps, summed_area_table(maps)), result.replay_sources(maps),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_box_sources_are_declared_by_the_box_mixers() -> None:
+    images = torch.rand(4, 3, 32, 32)
+    for name in ("cutmix", "resizemix", "tlalign", "gazemix"):
+        mixer = _build(name, {"switch_prob": 1.0} if name == "gazemix" else {})
+        context = {"gaze": _context(4, 32, 0)["gaze"]} if name == "gazemix" else {}
+        result = mixer(images, torch.tensor([0, 1, 2, 3]), **context)
+        assert result.sources[0].box is not None and result.sources[0].box_complement, name
+        assert result.sources[1].box is not None and not result.sources[1].box_complement, name

@@ -74,4 +74,4 @@ class CutMix(Mixer):
         boxes = params["boxes"]
         mixed, own_share = paste_boxes(images, index, boxes)
         lam = (1.0 - box_area_fraction(boxes, hw)).float() if self.correct_lam else params["lam_sampled"]
-        return self.pair_result(images, mixed, targets, index, own_share, lam, params)
+        return self.pair_result(images, mixed, targets, index, own_share, lam, params, partner_box=boxes)

@@ -176,7 +176,7 @@ class MaxMinSquareMixer(Mixer):
         inside = boxes_to_mask(warp.dst, tuple(images.shape[-2:]))
         mixed = torch.where(inside, warp.apply(images[index]), images)
         return self.pair_result(images, mixed, targets, index, (~inside).to(images.dtype), params["lam"],
-                                {**params, **extra}, partner_warp=warp)
+                                {**params, **extra}, partner_warp=warp, partner_box=warp.dst)
 
 
 @register_mixer

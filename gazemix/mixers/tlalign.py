@@ -89,7 +89,7 @@ class TLAlign(Mixer):
         area = (y2 - y1) * (x2 - x1)  # the pasted box, in pixels
         lam = (1.0 - area.double() / (h * w)).float()
         return self.pair_result(images, mixed, targets, index, ~inside, lam,
-                                {**params, "soft": self.soft(targets, dev)})
+                                {**params, "soft": self.soft(targets, dev)}, partner_box=torch.stack([y1, x1, y2, x2], 1))
 
 
 class TokenLabelAligner:
