@@ -51,7 +51,7 @@ from gazemix.metrics.consistency import (bootstrap_interval, cluster_bootstrap, 
 from gazemix.registry import create_mixer, list_mixers, mixer_class
 
 __all__ = ["Example", "ModelContext", "ScoreRun", "ScoringData", "build_mixers", "choose_model", "draw_pairs",
-           "mixer_options", "score_mixers", "summarise"]
+           "merge_runs", "mixer_options", "score_mixers", "skip_reason", "summarise"]
 
 ContextProvider = Callable[[Tensor, Tensor], Mapping[str, Any]]
 
@@ -321,7 +321,8 @@ class ScoreRun:
 def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int = 1000, seed: int = 0,
                  batch_size: int = 64, ghost_max_gaze: float = 0.05, ghost_min_label: float = 0.2,
                  keep_worst: int = 0, models: Mapping[str, ModelContext] | None = None,
-                 device: torch.device | str = "cpu", progress: bool = True) -> ScoreRun:
+                 device: torch.device | str = "cpu", progress: bool = True,
+                 shard: tuple[int, int] = (0, 1)) -> ScoreRun:
     """Replay every mixer on the same ``pairs`` mixed samples and measure the label-gaze gap of each.
 
     ``ceil(pairs / 2)`` image pairs are drawn once (:func:`draw_pairs`) and each is mixed both ways (A on B
@@ -330,7 +331,8 @@ def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int =
     :class:`~gazemix.contract.MixerInputError` (it needs what this run cannot give) is reported in ``skipped``;
     any other exception is a failure, reported in ``errors`` with its traceback. ``keep_worst`` keeps that
     many largest-gap samples per mixer for a gallery. ``models`` serve the mixers that read a model
-    (:func:`choose_model`).
+    (:func:`choose_model`). ``shard=(rank, world)`` scores every ``world``-th chunk of pairs starting at
+    ``rank``; :func:`merge_runs` of all shards equals the unsharded run (every chunk is seeded by its position).
 
     Sample columns: ``mixer, pair, own_id, partner_id, own_class, partner_class, lam, partner_lam,
     lam_label, g_own, g_partner, lam_gaze, defined, gap, lam_gaze_guide, ceiling, disagree, ghost,
@@ -345,12 +347,14 @@ def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int =
     first, second = draw_pairs(data, (pairs + 1) // 2, seed)
     chosen = {name: choose_model(mixer, models) for name, mixer in mixers.items()}
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in mixers}
-    mosaics = dict.fromkeys(mixers, 0)
     seconds = dict.fromkeys(mixers, 0.0)
     skipped: dict[str, str] = {}
     errors: dict[str, str] = {}
     worst: dict[str, list[Example]] = {}
-    chunks = range(0, first.shape[0], batch_size)
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+    chunks = range(rank * batch_size, first.shape[0], world * batch_size)
     bar = tqdm(total=len(mixers) * len(chunks), desc="scoring", unit="batch", disable=not progress)
     for start in chunks:
         chunk = _Chunk(data, first[start:start + batch_size], second[start:start + batch_size], device)
@@ -377,8 +381,7 @@ def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int =
             else:  # a mixer that appends mosaics (SpliceMix): score the appended outputs per source
                 result = result.select(torch.arange(n, result.images.shape[0]))
                 frame = _multi_source_rows(name, result, chunk, data)
-                frame["pair"] += mosaics[name]
-                mosaics[name] += len(frame)
+                frame["pair"] += 2 * start  # numbered by the chunk's position, as pair samples are
             if keep_worst:
                 worst[name] = _keep_worst(worst.get(name, []), name, result, chunk.gaze, frame, data, keep_worst)
             frames[name].append(frame)
@@ -386,13 +389,39 @@ def score_mixers(mixers: Mapping[str, Mixer], data: ScoringData, *, pairs: int =
     bar.close()
     done = [name for name in mixers if name not in skipped and name not in errors]
     kept = [f for name in done for f in frames[name]]
-    samples = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
-    if not samples.empty:
-        samples = samples[(samples["pair"] < pairs)].sort_values(["mixer", "pair"], kind="stable")
-        samples = samples.reset_index(drop=True)
+    samples = _order(pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(), pairs)
     examples = [e for name in done if name in worst for e in worst[name]]
     circular = [name for name in done if mixers[name].reads_gaze and not data.held_out]
     return ScoreRun(samples, skipped, examples, errors, {name: seconds[name] for name in done}, circular)
+
+
+def _order(samples: pd.DataFrame, pairs: int) -> pd.DataFrame:
+    if samples.empty:
+        return samples
+    samples = samples[(samples["pair"] < pairs)].sort_values(["mixer", "pair"], kind="stable")
+    return samples.reset_index(drop=True)
+
+
+def merge_runs(runs: Sequence[ScoreRun], *, pairs: int, keep_worst: int = 0) -> ScoreRun:
+    """One run from the shards of :func:`score_mixers` (``shard=``): the rows of every shard, in one order.
+
+    A mixer skipped or failed on any shard is skipped or failed in the merged run (its rows are dropped);
+    ``seconds`` are the largest shard's (the wall time of a parallel run).
+    """
+    skipped = {k: v for run in runs for k, v in run.skipped.items()}
+    errors = {k: v for run in runs for k, v in run.errors.items()}
+    frames = [run.samples for run in runs if not run.samples.empty]
+    samples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not samples.empty:
+        samples = samples[~samples["mixer"].isin(set(skipped) | set(errors))]
+    names = list(dict.fromkeys(k for run in runs for k in run.seconds if k not in skipped and k not in errors))
+    seconds = {k: max(run.seconds.get(k, 0.0) for run in runs) for k in names}
+    examples = []
+    for name in names:
+        mine = sorted((e for run in runs for e in run.examples if e.mixer == name), key=lambda e: -e.gap)
+        examples += mine[:keep_worst]
+    circular = [k for k in names if any(k in run.circular for run in runs)]
+    return ScoreRun(_order(samples, pairs), skipped, examples, errors, seconds, circular)
 
 
 def _keep_worst(current: list[Example], name: str, result: MixResult, gaze: Tensor, frame: pd.DataFrame,

@@ -92,6 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: a new runs/score/<date>-<time>-<data>)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="also print the time each mixer took")
     p.set_defaults(func=run)
 
 
@@ -128,12 +129,24 @@ def load_data(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from gazemix.outputs import OutputError, check_writable_folder, staged_folder
-    from gazemix.scoring import build_mixers, mixer_options, score_mixers, summarise
+    from gazemix.training.distributed import cleanup, setup
 
     _check_args(args)
-    device = resolve_device(args.device)
+    dist = setup(resolve_device(args.device))
+    try:
+        return _run(args, dist)
+    finally:
+        cleanup(dist)
+
+
+def _run(args: argparse.Namespace, dist) -> int:
+    from gazemix.outputs import OutputError, check_writable_folder, staged_folder
+    from gazemix.scoring import build_mixers, merge_runs, mixer_options, score_mixers, summarise
+
+    device = dist.device
     out = Path(args.out) if args.out else Path("runs", "score", f"{time.strftime('%Y%m%d-%H%M%S')}-{args.data}")
+    if dist.enabled and not args.out:
+        raise CliError("--out is required under torchrun (every rank must agree on the run folder)")
     try:
         check_writable_folder(out, replace=args.overwrite)
     except OutputError as err:
@@ -158,14 +171,24 @@ def run(args: argparse.Namespace) -> int:
     log(f"scoring {len(mixers)} mixers on the same {args.pairs} pairs (seed {args.seed}); "
         f"{_split_line(data)}")
     scored = score_mixers(mixers, data, pairs=args.pairs, seed=args.seed, batch_size=args.batch_size,
-                          keep_worst=args.worst, models=models, device=device, progress=not args.quiet)
+                          keep_worst=args.worst, models=models, device=device,
+                          progress=not args.quiet and dist.is_main, shard=(dist.rank, dist.world_size))
+    if dist.enabled:
+        import torch.distributed
+
+        log(f"rank {dist.rank}/{dist.world_size}: scored every {dist.world_size}th chunk of {args.batch_size} pairs "
+            f"from chunk {dist.rank} ({len(scored.samples)} rows)")
+        shards = [None] * dist.world_size if dist.is_main else None
+        torch.distributed.gather_object(scored, shards, dst=0)
+        if not dist.is_main:
+            return 1 if scored.errors else 0
+        scored = merge_runs(shards, pairs=args.pairs, keep_worst=args.worst)
     skipped.update(scored.skipped)
     samples = scored.samples
     if samples.empty:
         problems = {**skipped, **{k: v.splitlines()[0] for k, v in scored.errors.items()}}
         raise CliError("no mixer could run: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
     summary = summarise(samples, baseline=args.baseline, circular=scored.circular, seed=args.seed)
-    summary["seconds"] = summary["mixer"].map(scored.seconds)
     options = mixer_options({k: v for k, v in mixers.items() if k in scored.seconds})
     summary["options"] = summary["mixer"].map(options)
     samples["options"] = samples["mixer"].map(options)
@@ -177,6 +200,9 @@ def run(args: argparse.Namespace) -> int:
         print("\nskipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()))
     if scored.errors:
         print("\nFAILED (a bug, not a skip): " + "; ".join(f"{k} ({v.splitlines()[0]})" for k, v in scored.errors.items()))
+    if args.verbose:
+        print("\n" + tabulate([(k, f"{v:.2f}") for k, v in sorted(scored.seconds.items(), key=lambda kv: -kv[1])],
+                              ("mixer", "seconds")))
     print(f"\n{len(scored.seconds)} mixers scored in {time.perf_counter() - t0:.1f} s; results in {out}/")
     return 1 if scored.errors else 0
 
@@ -201,7 +227,8 @@ def _write_outputs(folder: Path, args, data, summary: pd.DataFrame, samples: pd.
         plot_gallery(scored.examples, folder / "worst_examples.png")
     (folder / "summary.md").write_text(summary_markdown(args, data, summary, skipped, scored, notes, models, table))
     config = {k: v for k, v in vars(args).items() if k != "func"}
-    config.update(split=data.split, models={k: m.description for k, m in models.items()})
+    config.update(split=data.split, models={k: m.description for k, m in models.items()},
+                  seconds_per_mixer=scored.seconds)
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
 
 
