@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["BoxWarp", "MixResult", "MixSource", "Mixer", "MixerInputError", "box_sums", "check_pairing",
-           "scale_to_mass", "soft_target_ce", "soft_targets", "summed_area_table"]
+           "scale_to_mass", "soft_target_ce", "soft_targets"]
 
 
 class MixerInputError(ValueError):
@@ -133,7 +133,7 @@ class MixSource:
     ``share`` is float, or boolean for hard masks (cheaper to build and store; replay converts it).
     ``box`` ``(B, 4)`` (optional) says that ``share`` is exactly the indicator of that box (True inside), or
     of its complement with ``box_complement=True``; with a :class:`BoxWarp` the box is the warp's ``dst``.
-    Replay then reads a source's mass from a summed-area table in O(1) (:meth:`MixResult.replay_sources`).
+    Replay then sums each map over its box alone (:meth:`MixResult.replay_sources`).
     """
 
     index: Tensor
@@ -251,22 +251,20 @@ class MixResult:
             out.append((src.share.to(g.dtype) * g)[:, 0])
         return torch.stack(out, dim=1)
 
-    def replay_sources(self, maps: Tensor, table: Tensor | None = None) -> Tensor:
+    def replay_sources(self, maps: Tensor) -> Tensor:
         """Map mass that each output keeps from each source: ``(B', S)``.
 
-        ``table``: optional :func:`summed_area_table` of ``maps``; sources that declare a ``box`` are then read
-        from it in O(1) each instead of a pass over the map (the same masses up to float rounding; a warped box
-        keeps exactly the mass of its ``src`` box, as :meth:`BoxWarp.apply_density` defines it).
+        Sources that declare a ``box`` are summed over that box alone (a warped box keeps exactly the mass of
+        its ``src`` box, as :meth:`BoxWarp.apply_density` defines it), without building or reading a mask.
         """
         self._check_maps(maps)
         b = self.images.shape[0]
-        totals = maps.sum(dim=(1, 2, 3)) if table is None else table[:, -1, -1].to(maps.dtype)
+        totals = maps.sum(dim=(1, 2, 3))
         flat = maps.reshape(maps.shape[0], -1)
         masses = []
         for src in self.sources:
-            if table is not None and src.box is not None:
-                region = src.box if src.warp is None else src.warp.src
-                inside = box_sums(table, src.index, region).to(maps.dtype)
+            if src.box is not None:
+                inside = box_sums(maps, src.index, src.box if src.warp is None else src.warp.src).to(maps.dtype)
                 masses.append(totals[src.index] - inside if src.box_complement else inside)
                 continue
             share = src.share.to(maps.dtype)
@@ -324,18 +322,16 @@ class MixResult:
                                    sources=tuple(move(s) for s in self.sources))
 
 
-def summed_area_table(maps: Tensor) -> Tensor:
-    """Summed-area table ``(B, H + 1, W + 1)`` in float64 of maps ``(B, 1, H, W)``: ``T[y, x] = sum(m[:y, :x])``."""
-    t = maps[:, 0].double().cumsum(dim=1).cumsum(dim=2)
-    return F.pad(t, (1, 0, 1, 0))
+def box_sums(maps: Tensor, index: Tensor, boxes: Tensor) -> Tensor:
+    """Sum of map ``maps[index[b]]`` ``(N, 1, H, W)`` inside half-open box ``boxes[b] = (y1, x1, y2, x2)``, float64.
 
-
-def box_sums(table: Tensor, index: Tensor, boxes: Tensor) -> Tensor:
-    """Sum of map ``index[b]`` inside half-open box ``boxes[b] = (y1, x1, y2, x2)``, from its summed-area table."""
-    boxes = boxes.to(table.device).long()
-    index = index.to(table.device)
-    y1, x1, y2, x2 = boxes.unbind(dim=1)
-    return table[index, y2, x2] - table[index, y1, x2] - table[index, y2, x1] + table[index, y1, x1]
+    One slice sum per box: each reads only its box (no mask is built), which on the CPU is several times
+    faster than a masked pass over the whole map.
+    """
+    m = maps[:, 0]
+    sums = [m[i, y1:y2, x1:x2].sum(dtype=torch.float64)
+            for i, (y1, x1, y2, x2) in zip(index.tolist(), boxes.tolist())]
+    return torch.stack(sums) if sums else torch.zeros(0, dtype=torch.float64, device=maps.device)
 
 
 def _is_identity(index: Tensor, n: int) -> bool:
@@ -470,7 +466,7 @@ class Mixer(abc.ABC):
         """Build the two-source result ``own = arange(B)``, ``partner = index`` with label weights.
 
         ``partner_box`` ``(B, 4)``: the partner fills exactly this box (its warp's ``dst``) and the own image the
-        rest, so replay may read both from a summed-area table.
+        rest, so replay sums both over the box alone.
         """
         b = images.shape[0]
         device = images.device

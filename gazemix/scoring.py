@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixerInputError, MixResult, summed_area_table
+from gazemix.contract import Mixer, MixerInputError, MixResult
 from gazemix.metrics.consistency import (bootstrap_interval, cluster_bootstrap, disagreement, gaze_weight,
                                          ghost_label, label_gaze_gap, pasted_region_shares, source_shares_gap)
 from gazemix.registry import create_mixer, list_mixers, mixer_class
@@ -117,7 +117,8 @@ class ScoringData:
         if n < 2:
             raise ValueError(f"scoring needs at least 2 images with gaze, got {n}")
         for name, maps in (("gaze", self.gaze), ("guide_gaze", self.guide_gaze)):
-            if maps is not None and not torch.isfinite(maps).all():
+            # a NaN or inf anywhere makes its map's sum non-finite: one read, no map-sized temporary
+            if maps is not None and not torch.isfinite(maps.sum(dim=(1, 2, 3), dtype=torch.float64)).all():
                 raise ValueError(f"{name} maps contain NaN/inf: drop invalid maps (GazeMaps.valid) before scoring")
         if self.guide_gaze is not None and self.guide_gaze.shape != self.gaze.shape:
             raise ValueError(f"guide_gaze {tuple(self.guide_gaze.shape)} must match gaze {tuple(self.gaze.shape)}")
@@ -232,8 +233,8 @@ def _chunk_seed(seed: int, start: int) -> int:
 class _Chunk:
     """One chunk of pairs, gathered once and shared by every mixer: ``own + partner`` mixed both ways.
 
-    Model contexts (one clean-batch forward per model) and the summed-area tables of the gaze maps are made on
-    first use and then reused by every mixer of the chunk.
+    Model contexts (one clean-batch forward per model) are made on first use and then reused by every mixer
+    of the chunk.
     """
 
     def __init__(self, data: ScoringData, a: Tensor, b: Tensor, device: torch.device) -> None:
@@ -251,23 +252,15 @@ class _Chunk:
             self.targets = torch.eye(2 * n, device=device)
         self.index = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(device)
         self._contexts: dict[int, Mapping[str, Any]] = {}
-        self._tables: dict[str, Tensor] = {}
 
     def model_context(self, model: ModelContext) -> Mapping[str, Any]:
         if id(model) not in self._contexts:
             self._contexts[id(model)] = model.provide(self.images, self.targets)
         return self._contexts[id(model)]
 
-    def table(self, which: str) -> Tensor:
-        if which not in self._tables:
-            self._tables[which] = summed_area_table(self.gaze if which == "gaze" else self.guide)
-        return self._tables[which]
-
     def replay(self, result: MixResult, which: str) -> Tensor:
-        """Masses of every source on the evaluation (``"gaze"``) or guide maps, from tables where boxes allow."""
-        maps = self.gaze if which == "gaze" else self.guide
-        table = self.table(which) if any(s.box is not None for s in result.sources) else None
-        return result.replay_sources(maps, table).detach().double()
+        """Masses of every source on the evaluation (``"gaze"``) or the guide maps, float64."""
+        return result.replay_sources(self.gaze if which == "gaze" else self.guide).detach().double()
 
 
 def _mix(mixer: Mixer, chunk: _Chunk, seed: int, model: ModelContext | None) -> MixResult:
