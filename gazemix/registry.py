@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,7 +38,8 @@ def register_mixer(cls: M) -> M:
 
 
 def _ensure_loaded() -> None:
-    import gazemix.mixers  # noqa: F401  (importing the package registers every mixer)
+    for package in ("gazemix.mixers", "gazemix.learned"):  # importing the two packages registers every mixer
+        importlib.import_module(package)
 
 
 def mixer_class(name: str) -> type[Mixer]:

@@ -188,11 +188,11 @@ def run(args: argparse.Namespace) -> int:
 def model_provider(args: argparse.Namespace, num_classes: int, device: torch.device):
     """A context provider for model-driven mixers: the model, and for ViTs its attention and logits."""
     from gazemix.attention.vit import model_context
-    from gazemix.training.model import build_model, is_vit
+    from gazemix.models import build_model, is_vit
 
     model = build_model(args.model, num_classes, args.img_size)
     if args.checkpoint:
-        from gazemix.training.model import load_pretrained
+        from gazemix.models import load_pretrained
         load_pretrained(model, args.checkpoint)
     else:
         log(f"warning: --model {args.model} is random-initialised; pass --checkpoint for meaningful attention")

@@ -103,6 +103,7 @@ class TdAttenMix(MaxMinSquareMixer):
                "label ½ area + ½ attention")
     reference = "Wang, Gu, Lu, TdAttenMix: Top-Down Attention Guided Mixup, AAAI 2025 (arXiv 2501.15409)"
     needs = ("model",)
+    uses_patch_grid = True
 
     def __init__(self, *, ratio_mode: str = "per_sample", attn_weight: float = 0.5, balance: float = 1.0,
                  gaze_weight: float = 0.0, threshold: float | None = 0.7, patch_size: int = 16, **kwargs: Any) -> None:
@@ -131,8 +132,8 @@ class TdAttenMix(MaxMinSquareMixer):
     def context_help(self) -> str:
         return ("pass model= (a gazemix.attention.TopDownViT with your weights, the timm ViT being trained, or a "
                 "callable (images, labels) -> (B, h, w)), or topdown= a (B, h, w) map, or gaze= (B, 1, H, W) human "
-                "gaze with gaze_weight > 0; with balance < 1 also attention= (the trained model's class-token "
-                "attention)")
+                "gaze with gaze_weight > 0 (gaze_weight=1: human gaze alone, no model); with balance < 1 also "
+                "attention= (the trained model's class-token attention)")
 
     def _uses_gaze(self, context: Mapping[str, Any]) -> bool:
         return context.get("gaze") is not None and self.gaze_weight > 0
