@@ -26,7 +26,7 @@ from typing import Any, ContextManager, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from gazemix.attention.vit import AttentionHook, grid_mass, num_prefix_tokens, token_edges, vit_blocks
+from gazemix.attention.vit import AttentionHook, grid_mass, num_prefix_tokens, token_edges, token_grid, vit_blocks
 from gazemix.contract import (MixResult, Mixer, MixerInputError, TrainingHooks, blend, check_pairing, check_range,
                               sample_beta)
 from gazemix.mixers.boxes import cutmix_boxes
@@ -148,20 +148,12 @@ class TokenLabelAligner:
 
         def step(_: int, attention: Tensor) -> None:
             if labels.coef is None:
-                grid = self._grid(attention.shape[-1] - self.prefix, tuple(result.images.shape[-2:]))
+                grid = token_grid(self.model, attention.shape[-1] - self.prefix, tuple(result.images.shape[-2:]))
                 labels.coef = self.initial_coefficients(result, grid).to(attention.device)
             labels.coef = align_step(labels.coef, attention)
 
         with AttentionHook(self.model, blocks=range(self.depth), keep=False, callback=step):
             yield labels
-
-    def _grid(self, n: int, hw: tuple[int, int]) -> tuple[int, int]:
-        """The token grid of ``n`` patch tokens: the model's own grid when it fits, else the image's aspect."""
-        grid = tuple(int(g) for g in getattr(getattr(self.model, "patch_embed", None), "grid_size", (0, 0)))
-        if grid[0] * grid[1] == n:
-            return grid
-        gh = max(1, round((n * hw[0] / hw[1]) ** 0.5))
-        return gh, n // gh
 
     def __call__(self, result: MixResult, soft: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Forward ``result.images``; returns ``(logits, targets (B, K))`` with the aligned class-token label."""

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from gazemix.attention.vit import num_prefix_tokens, token_edges
 from gazemix.contract import Mixer, MixerInputError, MixResult, check_pairing, check_range, sample_beta
+from gazemix.models import eval_no_grad
 from gazemix.registry import register_mixer
 
 __all__ = ["TokenMix", "block_token_masks", "random_token_masks", "teacher_label_maps"]
@@ -98,13 +99,8 @@ def teacher_label_maps(model: nn.Module, images: Tensor, targets: Tensor) -> Ten
         raise MixerInputError(f"model= {type(model).__name__} needs forward_features and a linear classifier "
                               "(get_classifier()); or pass label_maps= (B, h, w) teacher maps of the "
                               "ground-truth class")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            feats = model.forward_features(images)
-    finally:
-        model.train(was_training)
+    with eval_no_grad(model):
+        feats = model.forward_features(images)
     if feats.ndim == 3:
         prefix = num_prefix_tokens(model)
         tokens = head(feats[:, prefix:])  # (B, N, K)
