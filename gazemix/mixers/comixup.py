@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer, source_capabilities
-from gazemix.contract import Mixer, MixResult, MixSource, check_range
+from gazemix.contract import MixResult, MixSource, check_range
 from gazemix.mixers.puzzlemix import import_gco
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
 
@@ -160,7 +160,7 @@ def comixup_labels(saliency: Tensor, a_dist: Tensor, *, generator: torch.Generat
 
 
 @register_mixer
-class CoMixup(Mixer):
+class CoMixup(SaliencyGuidedMixer):
     """Batch-level mix: every output is a block-wise labelling over the inputs of its group.
 
     Args:
@@ -184,13 +184,12 @@ class CoMixup(Mixer):
     summary = "batch-level: each output a block labelling over up to m inputs, saliency + diversity, label = block shares"
     reference = "Kim, Choo, Jeong, Song, Co-Mixup: Saliency Guided Joint Mixup with Supermodular Diversity, ICLR 2021"
     needs = ("model",)  # the default saliency source; an instance lists what its own source needs
-    content_independent = False
 
     def __init__(self, *, alpha: float = 2.0, grid: int | None = 4, beta: float = 0.32, gamma: float = 1.0,
                  eta: float = 0.05, omega: float = 0.001, thres: float = 0.83, m_part: int = 20, niter: int = 4,
                  resolve: bool = True, mixed_blocks: bool = False, saliency_source: str = "gradient",
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if grid is not None and (not isinstance(grid, int) or grid < 1):
             raise ValueError(f"grid must be a positive integer or None (random 2..16), got {grid!r}")
@@ -200,21 +199,16 @@ class CoMixup(Mixer):
         for name, v in (("m_part", m_part), ("niter", niter)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        check_saliency_source(saliency_source)
         self.alpha, self.grid, self.beta, self.gamma, self.eta = float(alpha), grid, float(beta), float(gamma), float(eta)
         self.omega, self.thres, self.m_part, self.niter, self.resolve = float(omega), float(thres), m_part, niter, bool(resolve)
-        self.mixed_blocks, self.saliency_source = bool(mixed_blocks), saliency_source
-        self.needs, self.content_independent, self.model_kind = source_capabilities(saliency_source)
-
-    def context_help(self) -> str:
-        return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"
+        self.mixed_blocks = bool(mixed_blocks)
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, (h, w) = images.shape[0], images.shape[-2:]
         n = self.grid if self.grid is not None else 2 ** int(torch.randint(1, 5, (1,), generator=generator))
         if n > min(h, w):
             raise ValueError(f"grid={n} blocks per side exceeds the image size {h}x{w}")
-        sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()
+        sal = self.saliency(images, targets, context).detach()
         a_dist = peak_distance(sal)
         blocks = F.adaptive_avg_pool2d(sal.double(), n)[:, 0]
         m = min(self.m_part, b)

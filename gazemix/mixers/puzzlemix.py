@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer, source_capabilities
-from gazemix.contract import Mixer, MixResult, MixSource, check_pairing, check_range, sample_beta
+from gazemix.contract import MixResult, MixSource, check_pairing, check_range, sample_beta
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 from gazemix.warps import BlockTransportWarp, identity_transport
 
@@ -111,7 +111,7 @@ def transport_sources(mask: Tensor, unary: Tensor, eps: float, *, iterative: boo
 
 
 @register_mixer
-class PuzzleMix(Mixer):
+class PuzzleMix(SaliencyGuidedMixer):
     """Graph-cut block mask over saliency and smoothness, plus optimal block transport of both images.
 
     Args:
@@ -134,13 +134,13 @@ class PuzzleMix(Mixer):
     summary = "graph-cut saliency mask ({0, 1/2, 1} blocks) plus optimal block transport, label mask mean"
     reference = "Kim, Choo, Song, Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup, ICML 2020"
     needs = ("model",)  # the default saliency source; an instance lists what its own source needs
-    content_independent = False
+    reads_pixels = True  # the smoothness term reads the pixels, whatever the saliency source
 
     def __init__(self, *, alpha: float = 1.0, block_choices: tuple[int, ...] = (2, 4, 8, 16), beta: float = 1.2,
                  gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4, n_labels: int = 3, transport: bool = True,
                  t_eps: float = 0.8, official_transport: bool = False, saliency_source: str = "gradient",
                  pairing: str = "randperm", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if not block_choices or any(not isinstance(n, int) or n < 2 for n in block_choices):
             raise ValueError(f"block_choices must be integers >= 2, got {block_choices!r}")
@@ -150,16 +150,11 @@ class PuzzleMix(Mixer):
             raise ValueError(f"neigh_size must be a positive integer, got {neigh_size!r}")
         if n_labels not in (2, 3, 4):
             raise ValueError(f"n_labels must be 2, 3 or 4 (as the official code), got {n_labels!r}")
-        check_saliency_source(saliency_source)
         check_pairing(pairing)
         self.alpha, self.block_choices = float(alpha), tuple(block_choices)
         self.beta, self.gamma, self.eta, self.neigh_size = float(beta), float(gamma), float(eta), neigh_size
         self.n_labels, self.transport, self.t_eps = n_labels, bool(transport), float(t_eps)
-        self.official_transport, self.saliency_source, self.pairing = bool(official_transport), saliency_source, pairing
-        self.needs, _, self.model_kind = source_capabilities(saliency_source)
-
-    def context_help(self) -> str:
-        return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"
+        self.official_transport, self.pairing = bool(official_transport), pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, (h, w) = images.shape[0], images.shape[-2:]
@@ -169,7 +164,7 @@ class PuzzleMix(Mixer):
         n = choices[int(torch.randint(0, len(choices), (1,), generator=generator))]
         lam = float(sample_beta(self.alpha, 1, generator))
         index = self.partners(b, generator, self.pairing, context)
-        sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()
+        sal = self.saliency(images, targets, context).detach()
 
         bh, bw = h // n, w // n
         region = (slice(None), slice(None), slice(0, n * bh), slice(0, n * bw))
