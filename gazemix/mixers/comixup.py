@@ -176,8 +176,8 @@ class CoMixup(SaliencyGuidedMixer):
         resolve: separate identical outputs before the last round (official ``set_resolve``: True).
         mixed_blocks: let a block show a 50/50 mix of two inputs after the first round, as the released code
             does (default False: the paper's one-hot blocks, one input per pixel).
-        saliency_source: ``"gradient"`` (``model=``, paper; default), ``"context"``, ``"gaze"``,
-            ``"fine_grained"`` or ``"spectral_residual"``.
+        saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; the paper's and default) or
+            any source of :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
     """
 
     name = "comixup"

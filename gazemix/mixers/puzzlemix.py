@@ -125,8 +125,8 @@ class PuzzleMix(SaliencyGuidedMixer):
         transport: transport blocks (official: True).
         t_eps: transport distance weight (official: 0.8).
         official_transport: the released code's transport (no loser penalty between rounds).
-        saliency_source: ``"gradient"`` (``model=``, paper; default), ``"context"``, ``"gaze"``,
-            ``"fine_grained"`` or ``"spectral_residual"``.
+        saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; the paper's and default) or
+            any source of :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
         pairing: ``"randperm"`` (official), ``"flip"`` or ``"roll"``.
     """
 

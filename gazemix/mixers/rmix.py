@@ -44,8 +44,8 @@ class RMix(SaliencyGuidedMixer):
         alpha: Beta(alpha, alpha) (official: 2.0 on CIFAR, 0.2 otherwise; default 0.2).
         num_patches: patches per side ``P`` (official choices 2, 4, 8, 16, 32).
         quantiles: the values ``q`` is drawn from (official: ``linspace(0, 0.99, 10)``).
-        saliency_source: ``"gradient"`` (``model=``, paper; default), ``"context"``, ``"gaze"``,
-            ``"fine_grained"`` or ``"spectral_residual"``.
+        saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; the paper's and default) or
+            any source of :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
         pairing: ``"randperm"`` (official), ``"flip"`` or ``"roll"``.
     """
 

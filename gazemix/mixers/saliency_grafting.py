@@ -47,8 +47,8 @@ class SaliencyGrafting(SaliencyGuidedMixer):
         alpha: Beta(alpha, alpha) for the grafting probability ``rho`` (UNCONFIRMED; default 1.0).
         grid: patches per side (UNCONFIRMED; default 8).
         temperature: softmax temperature of the patch saliency (UNCONFIRMED; default 0.2).
-        saliency_source: ``"gradient"`` (``model=``; default), ``"context"``, ``"gaze"``, ``"fine_grained"`` or
-            ``"spectral_residual"``.
+        saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; default) or any source of
+            :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
         pairing: ``"randperm"``, ``"flip"`` or ``"roll"``.
     """
 

@@ -39,7 +39,10 @@ class SaliencyGuidedMixer(Mixer):
     term), so it is never content-independent.
 
     Args:
-        saliency_source: where the map comes from (see :data:`SOURCE_HELP`).
+        saliency_source: where the map comes from: ``"gradient"`` (input gradients of the trained model,
+            ``model=``), ``"features"`` / ``"cam"`` / ``"grad_cam"`` (a CNN's feature map or class activation map,
+            ``model=``), ``"context"`` (``saliency=`` maps), ``"gaze"`` (``gaze=``: human gaze), ``"fine_grained"`` /
+            ``"spectral_residual"`` (bottom-up saliency of the pixels); each mixer accepts its ``saliency_sources``.
     """
 
     saliency_sources: ClassVar[tuple[str, ...]] = SALIENCY_SOURCES
