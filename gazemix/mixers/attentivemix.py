@@ -52,7 +52,6 @@ class AttentiveMix(SaliencyGuidedMixer):
     summary = "paste the partner's top-k feature-map cells (6 of 7x7), label = pasted share"
     reference = ("Walawalkar et al., Attentive CutMix: An Enhanced Data Augmentation Approach for Deep Learning "
                  "Based Image Classification, ICASSP 2020")
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
     saliency_sources = ("features", "context", "gaze")
 
     def __init__(self, *, top_k: int | None = 6, alpha: float = 1.0, saliency_source: str = "features",

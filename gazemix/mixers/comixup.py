@@ -183,7 +183,6 @@ class CoMixup(SaliencyGuidedMixer):
     name = "comixup"
     summary = "batch-level: each output a block labelling over up to m inputs, saliency + diversity, label = block shares"
     reference = "Kim, Choo, Jeong, Song, Co-Mixup: Saliency Guided Joint Mixup with Supermodular Diversity, ICLR 2021"
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
 
     def __init__(self, *, alpha: float = 2.0, grid: int | None = 4, beta: float = 0.32, gamma: float = 1.0,
                  eta: float = 0.05, omega: float = 0.001, thres: float = 0.83, m_part: int = 20, niter: int = 4,

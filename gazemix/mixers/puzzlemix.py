@@ -133,7 +133,6 @@ class PuzzleMix(SaliencyGuidedMixer):
     name = "puzzlemix"
     summary = "graph-cut saliency mask ({0, 1/2, 1} blocks) plus optimal block transport, label mask mean"
     reference = "Kim, Choo, Song, Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup, ICML 2020"
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
     reads_pixels = True  # the smoothness term reads the pixels, whatever the saliency source
 
     def __init__(self, *, alpha: float = 1.0, block_choices: tuple[int, ...] = (2, 4, 8, 16), beta: float = 1.2,

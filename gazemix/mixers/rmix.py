@@ -52,7 +52,6 @@ class RMix(SaliencyGuidedMixer):
     name = "rmix"
     summary = "random saliency quantile: copy the salient side where masks disagree, Mixup where they agree"
     reference = "Luu et al., Expeditious Saliency-guided Mix-up through Random Gradient Thresholding, arXiv 2212.04875, 2023"
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
 
     def __init__(self, *, alpha: float = 0.2, num_patches: int = 4,
                  quantiles: tuple[float, ...] = tuple(torch.linspace(0.0, 0.99, 10).tolist()),

@@ -56,7 +56,6 @@ class SaliencyGrafting(SaliencyGuidedMixer):
     summary = "EXPERIMENTAL: graft stochastically sampled salient partner patches, saliency-calibrated label"
     reference = ("Park et al., Saliency Grafting: Innocuous Attribution-Guided Mixup with Calibrated Label Mixing, "
                  "AAAI 2022")
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
 
     def __init__(self, *, alpha: float = 1.0, grid: int = 8, temperature: float = 0.2,
                  saliency_source: str = "gradient", pairing: str = "randperm", **kwargs: Any) -> None:

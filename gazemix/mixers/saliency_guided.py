@@ -33,8 +33,8 @@ SOURCE_HELP = {
 class SaliencyGuidedMixer(Mixer):
     """A mixer whose mix is chosen from one saliency map per image, from ``saliency_source``.
 
-    Subclasses set ``saliency_sources`` (the sources they accept) and, as a class-level default, the capabilities
-    of their default source; an instance's ``needs``, ``content_independent`` and ``model_kind`` follow its own
+    Subclasses set ``saliency_sources`` (the sources they accept) and, when their default source reads no model,
+    the class-level ``needs`` of that source; an instance's ``needs``, ``content_independent`` and ``model_kind`` follow its own
     source. ``reads_pixels`` marks a mix that also reads pixel values whatever the source (PuzzleMix's smoothness
     term), so it is never content-independent.
 
@@ -47,6 +47,7 @@ class SaliencyGuidedMixer(Mixer):
 
     saliency_sources: ClassVar[tuple[str, ...]] = SALIENCY_SOURCES
     reads_pixels: ClassVar[bool] = False
+    needs = ("model",)  # class level: what the default sources of most subclasses read; instances set their own
     content_independent = False
 
     def __init__(self, *, saliency_source: str, **kwargs: Any) -> None:

@@ -64,6 +64,7 @@ class SaliencyMix(SaliencyGuidedMixer):
     reference = ("Uddin et al., SaliencyMix: A Saliency Guided Data Augmentation Strategy for Better "
                  "Regularization, ICLR 2021")
     saliency_sources = BACKENDS + ("context", "gaze")
+    needs = ()  # the default source reads the pixels only
 
     def __init__(self, *, alpha: float = 1.0, per_sample: bool = True, prob: float = 1.0,
                  saliency_source: str = "fine_grained", pairing: str = "randperm", **kwargs: Any) -> None:

@@ -59,7 +59,6 @@ class SnapMix(SaliencyGuidedMixer):
     name = "snapmix"
     summary = "resize a partner box into an own box, labels = CAM mass of each box"
     reference = "Huang, Wang, Tao, SnapMix: Semantically Proportional Mixing for Augmenting Fine-grained Data, AAAI 2021"
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
     modes = ("batch", "elem")
     saliency_sources = ("cam", "grad_cam", "context", "gaze")
 
