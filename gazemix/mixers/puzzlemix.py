@@ -16,10 +16,12 @@ region the mask gives that image (cost ``t_eps * squared block distance / (n-1)^
 resolved by ``n`` rounds of row-wise choice and column-wise conflict resolution, losers penalised by 1).
 ``x' = M * T_own(x_i) + (1 - M) * T_partner(x_j)``, label ``lam = mean(M)``.
 
-Paper vs code: the paper's Algorithm adds the loser penalty each round; in the released code the penalty
-line sits after the loop, so every round repeats the first (``official_transport=True`` reproduces this).
-The official transport also runs at ``t_size`` resolution; here it runs at the block resolution (the
-official default ``t_size=-1``). The training-loop extras (adversarial noise ``adv_p``, clean loss
+Transport rounds: each round penalises the losers of the column resolution (``+1`` on their cost), as the paper's
+algorithm and the official ``mask_transport`` since 1 December 2020 (commit bf4bf04) do. The July 2020 release
+(commit a778e48) added the penalty after the loop, so every round repeated the first; ``official_transport=True``
+reproduces that version. The official transport also runs at ``t_size`` resolution; here it runs at the block
+resolution (the official default ``t_size=-1``). Graph-cut energies are the official ones divided by 1000, as
+int32 (:func:`graphcut_mask`), so they fit on every grid. The training-loop extras (adversarial noise ``adv_p``, clean loss
 ``clean_lam``) belong to the trainer. Pairwise terms use the pixels as given (the official code de-normalises
 to ``[0, 1]`` first: pass images in ``[0, 1]`` for the same scale). Sizes that are not multiples of ``n``
 use the largest ``n x n`` grid of equal blocks; the remainder strip follows the last block row/column in the
@@ -71,7 +73,15 @@ def neigh_penalty(a: Tensor, b: Tensor, kh: int, kw: int) -> tuple[Tensor, Tenso
 
 def graphcut_mask(unary_partner: np.ndarray, unary_own: np.ndarray, pw_x: np.ndarray, pw_y: np.ndarray,
                   lam: float, beta: float, eta: float, n_labels: int) -> np.ndarray:
-    """One sample's ``n x n`` mask (own share, ``n_labels`` levels) by alpha-beta swap, as ``graphcut_multi``."""
+    """One sample's ``n x n`` mask (own share, ``n_labels`` levels) by alpha-beta swap, as ``graphcut_multi``.
+
+    The official code hands ``gco`` int32 unaries and edge weights (scaled by ``1000 n^2``, truncated) with a
+    float32 label cost, which puts gco-wrapper in its float mode: it multiplies unaries by 1e5, edge weights by 1e3
+    and label costs by 100 (truncating to int32), and on 16 x 16 grids the unaries overflow int32 (they wrap
+    silently). Here exactly those energies divided by 1000 are passed as int32 — unaries ``trunc(1000 n^2 u) *
+    100``, edge weights ``trunc(1000 n^2 (pw + beta))``, label costs ``trunc(100 (i - j)^2 / (L - 1)^2)`` — so the
+    cut is the official one wherever the official energies fit, and every term fits int32 on every grid.
+    """
     gco = import_gco()
 
     n = unary_own.shape[0]
@@ -81,13 +91,20 @@ def graphcut_mask(unary_partner: np.ndarray, unary_own: np.ndarray, pw_x: np.nda
     binom = counts * lam ** (n_labels - 1 - np.arange(n_labels)) * (1 - lam) ** np.arange(n_labels)
     prior = eta * -np.log(binom + 1e-8) / n ** 2
     unary = np.stack([(1 - s) * unary_partner + s * unary_own + prior[i] for i, s in enumerate(levels)], axis=-1)
-    unary = (large * unary).astype(np.int32).astype(np.float64)
     i = np.arange(n_labels)
-    pairwise = ((i[:, None] - i[None, :]) ** 2 / (n_labels - 1) ** 2).astype(np.float64)
-    cost_v = (large * (pw_x + beta)).astype(np.int32).astype(np.float64)
-    cost_h = (large * (pw_y + beta)).astype(np.int32).astype(np.float64)
-    labels = gco.cut_grid_graph(unary, pairwise, cost_v, cost_h, algorithm="swap")
+    label_cost = np.trunc(100 * (i[:, None] - i[None, :]) ** 2 / (n_labels - 1) ** 2)
+    labels = gco.cut_grid_graph(_int32(np.trunc(large * unary) * 100, "unary"), _int32(label_cost, "label"),
+                                _int32(np.trunc(large * (pw_x + beta)), "edge"),
+                                _int32(np.trunc(large * (pw_y + beta)), "edge"), algorithm="swap")
     return 1.0 - np.asarray(labels, dtype=np.float64).reshape(n, n) / (n_labels - 1)
+
+
+def _int32(energy: np.ndarray, what: str) -> np.ndarray:
+    """``energy`` (integral float values) as int32; values that do not fit are an error, never a wrapped cast."""
+    if not np.all(np.abs(energy) <= np.iinfo(np.int32).max):
+        raise ValueError(f"PuzzleMix's {what} energies exceed int32 (largest {np.abs(energy).max():.3g}): pass images "
+                         f"in [0, 1] and non-negative saliency")
+    return energy.astype(np.int32)
 
 
 def transport_sources(mask: Tensor, unary: Tensor, eps: float, *, iterative: bool = True) -> Tensor:
@@ -124,7 +141,8 @@ class PuzzleMix(SaliencyGuidedMixer):
         n_labels: mask levels (official: 3 → ``{0, 1/2, 1}``; 2 gives a binary mask).
         transport: transport blocks (official: True).
         t_eps: transport distance weight (official: 0.8).
-        official_transport: the released code's transport (no loser penalty between rounds).
+        official_transport: the July 2020 official transport (the loser penalty after the loop, so every round
+            repeats the first); default False: the current official code and the paper (penalty in every round).
         saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; the paper's and default) or
             any source of :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
         pairing: ``"randperm"`` (official), ``"flip"`` or ``"roll"``.
