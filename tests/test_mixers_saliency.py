@@ -417,6 +417,25 @@ def test_comixup_official_mixed_blocks_are_half_half() -> None:
         torch.testing.assert_close(src.weight, shares.flatten(1, 2).mean(1)[torch.arange(b), src.index])
 
 
+def test_comixup_official_parse_of_the_diversity_threshold() -> None:
+    """``(A @ p > thres).float() * A @ p`` is ``((mask * A) @ p)`` in Python, not ``mask * (A @ p)``."""
+    from gazemix.mixers.comixup import modular_penalty
+
+    a = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]], dtype=torch.float64)
+    p = torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64)
+    mask = (a @ p > 2.0).double()  # A p = (3.5, 2.5, 0.2): inputs 0 and 1 pass
+    official = (a @ p > 2.0).double() * a @ p  # the official expression, evaluated as Python parses it
+    torch.testing.assert_close(modular_penalty(a, p, 2.0, official_parse=True), official)
+    torch.testing.assert_close(official, (mask * a) @ p)
+    torch.testing.assert_close(modular_penalty(a, p, 2.0), mask * (a @ p))
+    assert not torch.allclose(modular_penalty(a, p, 2.0), official)  # (3.5, 2.5, 0) vs (3.5, 2.5, 0.2)
+    b = 6
+    x, y = batch(b)
+    r = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", official_parse=True)(
+        x, y, saliency=block_saliency(b))
+    torch.testing.assert_close(r.params["block_shares"].sum(-1), torch.ones(b, 4, 4))
+
+
 def test_saliency_grafting_grafts_only_salient_patches_with_calibrated_labels() -> None:
     b = 6
     x, y = batch(b)
