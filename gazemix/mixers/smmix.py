@@ -47,15 +47,19 @@ def square_side_range(grid: tuple[int, int], min_ratio: float, max_ratio: float)
     return lo, max(lo, min(g, int(g * max_ratio)))
 
 
-def window_extrema(maps: Tensor, side: int) -> tuple[Tensor, Tensor]:
+def window_extrema(maps: Tensor, side: int, *, float32_sums: bool = False) -> tuple[Tensor, Tensor]:
     """Top-left token ``(row, col)`` of the least and of the most attended ``side x side`` window of each map.
 
     ``maps`` ``(B, h, w)``; window sums with stride 1, in float64 so equal sums tie exactly; ties go to the first
-    window in raster order (as ``argmin``/``argmax`` in the official code). Returns two ``(B, 2)`` long tensors.
+    window in raster order (as ``argmin``/``argmax`` in the official code). ``float32_sums``: the official code's
+    float32 ``unfold(...).sum(dim=1)`` instead, so rounded sums tie where they tie there. Returns two ``(B, 2)``
+    long tensors.
     """
-    sums = F.avg_pool2d(maps.double().unsqueeze(1), side, stride=1, divisor_override=1)[:, 0]
-    wcols = sums.shape[-1]
-    flat = sums.flatten(1)
+    wcols = maps.shape[-1] - side + 1
+    if float32_sums:
+        flat = F.unfold(maps.float().unsqueeze(1), side, stride=1).sum(dim=1)
+    else:
+        flat = F.avg_pool2d(maps.double().unsqueeze(1), side, stride=1, divisor_override=1).flatten(1)
     lo, hi = flat.argmin(dim=1), flat.argmax(dim=1)
     return torch.stack([lo // wcols, lo % wcols], 1), torch.stack([hi // wcols, hi % wcols], 1)
 
@@ -101,6 +105,7 @@ class MaxMinSquareMixer(Mixer):
         check_pairing(pairing)
         self.switch_prob, self.mixup_alpha = float(switch_prob), float(mixup_alpha)
         self.min_side_ratio, self.max_side_ratio, self.pairing = float(min_side_ratio), float(max_side_ratio), pairing
+        self._float32_windows = False  # TdAttenMix's ratio_mode="official" sums windows as its released code
 
     # -- subclass hooks --
     def selection_maps(self, images: Tensor, targets: Tensor,
@@ -133,7 +138,7 @@ class MaxMinSquareMixer(Mixer):
             raise MixerInputError(f"the attention grid {grid} is finer than the images {hw}")
         lo, hi = square_side_range(grid, self.min_side_ratio, self.max_side_ratio)
         side = lo + min(int(u_side * (hi - lo + 1)), hi - lo)
-        own_pos, max_pos = window_extrema(maps, side)
+        own_pos, max_pos = window_extrema(maps, side, float32_sums=self._float32_windows)
         src_pos = max_pos[index]
         own_sq, src_sq = _square_tokens(own_pos, side, grid), _square_tokens(src_pos, side, grid)
         dst_box, src_box = _square_pixels(own_pos, side, grid, hw), _square_pixels(src_pos, side, grid, hw)
