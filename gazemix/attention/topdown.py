@@ -1,9 +1,9 @@
 """Top-down (label-conditioned) attention: TdAttenMix's Top-down Attention Guided Module, and gaze in its place.
 
-Wang, Gu, Lu, "TdAttenMix: Top-Down Attention Guided Mixup", AAAI 2025 (arXiv 2501.15409). The paper text
-beyond the abstract was not available to us; this follows the official code (``morning12138/AAAI2025_TdAttenMix``,
-``absvit_control.py``), which builds the module on AbSViT (Shi, Darrell, Wang, "Top-Down Visual Attention from
-Analysis by Synthesis", CVPR 2023):
+Wang, Gu, Lu, "TdAttenMix: Top-Down Attention Guided Mixup", AAAI 2025 (arXiv 2501.15409). This follows the
+official code (``morning12138/AAAI2025_TdAttenMix``, ``absvit_control.py``; docs/methods/tdattenmix.md), which
+builds the module on AbSViT (Shi, Darrell, Wang, "Top-Down Visual Attention from Analysis by Synthesis",
+CVPR 2023):
 
 1. bottom-up pass: ``Z0`` = final (LayerNorm-ed) tokens of a ViT;
 2. gate each token by ``m = clamp(cos(Z0_t, w_y), 0, 1)``, ``w_y`` the classifier row of the label ``y``;

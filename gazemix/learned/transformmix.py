@@ -18,9 +18,8 @@ gaze mass like pixels (mass outside the shown part of an image is dropped, as fo
 mixer needs ``checkpoint=`` (the ``mixer.pt`` holding the module and the teacher, whose CAMs it reads at every
 call).
 
-No official code was found and the method section of the paper was not readable: the architecture, transform
-family, loss and label rule are our design (docs/methods/transformmix.md lists what is confirmed and what is
-a choice).
+No official code was found: the architecture, transform family, loss and label rule are our design
+(docs/methods/transformmix.md lists what is confirmed and what is a choice).
 """
 
 from __future__ import annotations
@@ -108,7 +107,7 @@ def similarity_theta(a: Tensor, *, max_log2_scale: float = 1.0, max_rotation: fl
 
 
 class MixingModule(nn.Module):
-    """Spatial transformer + mask prediction network (layout UNCONFIRMED; see the module docstring).
+    """Spatial transformer + mask prediction network (our layout; see the module docstring).
 
     Args:
         in_channels: image channels.
@@ -183,7 +182,7 @@ def load_teacher(path: str | os.PathLike) -> nn.Module:
 
 @register_mixer
 class TransformMix(LearnedMixer):
-    """TransformMix: learned transforms and mask from a teacher's CAMs; label ``λ`` (UNCONFIRMED details).
+    """TransformMix: learned transforms and mask from a teacher's CAMs; label ``λ`` (details are our design).
 
     Args:
         checkpoint: a ``mixer.pt`` written by ``gazemix train --mixer transformmix`` (required outside training).

@@ -3,8 +3,8 @@ Approach for Deep Learning Based Image Classification", ICASSP 2020).
 
 Paper: a pretrained classifier (ResNet-50) gives the partner's final feature map (a 7 x 7 grid at 224 px);
 its ``k = 6`` most activated cells are pasted onto the own image at the same positions; the label weight is
-the pasted share, ``k / 49`` for the partner. How the channels are aggregated into one score per cell is not
-stated precisely (UNCONFIRMED); here it is the channel mean, as OpenMixup's ``attentivemix``. OpenMixup's
+the pasted share, ``k / 49`` for the partner. A cell's score is the channel mean of the feature map, as
+OpenMixup's ``attentivemix`` (the paper does not state it precisely; docs/methods/attentivemix.md). OpenMixup's
 "AttentiveMix+" (``top_k=None``: ``k = int(lam * cells)``, ``lam ~ Beta(alpha, alpha)``) is offered too.
 
 The grid is whatever the feature extractor yields (``saliency_source="features"``, ``model=`` any timm CNN),

@@ -20,7 +20,7 @@ compatibility-weighted count, gazemix adds ``2 gamma [A p > tau] ⊙ (A p)`` to 
 applied to each input's own count). The official line ``(A @ p > thres).float() * A @ p`` is evaluated by Python
 as ``((mask * A) @ p)`` (``*`` and ``@`` share one precedence and associate left): input ``i`` gets
 ``2 gamma sum_j A_ij [(A p)_j > tau] p_j``. ``official_parse=True`` computes that; the official "soft" threshold
-variant, written with parentheses, is elementwise like the default.
+variant, written with parentheses, is elementwise like the default (docs/methods/comixup.md).
 
 Paper vs code: the paper's labelling is one-hot per block (each output pixel from exactly one input), which is
 what this mixer does by default. The released code additionally lets a block show a 50/50 mix of two inputs

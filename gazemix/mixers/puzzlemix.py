@@ -21,7 +21,7 @@ algorithm and the official ``mask_transport`` since 1 December 2020 (commit bf4b
 (commit a778e48) added the penalty after the loop, so every round repeated the first; ``official_transport=True``
 reproduces that version. The official transport also runs at ``t_size`` resolution; here it runs at the block
 resolution (the official default ``t_size=-1``). Graph-cut energies are the official ones divided by 1000, as
-int32 (:func:`graphcut_mask`), so they fit on every grid. The training-loop extras (adversarial noise ``adv_p``, clean loss
+int32 (:func:`graphcut_mask`), so they fit on every grid (docs/methods/puzzlemix.md). The training-loop extras (adversarial noise ``adv_p``, clean loss
 ``clean_lam``) belong to the trainer. Pairwise terms use the pixels as given (the official code de-normalises
 to ``[0, 1]`` first: pass images in ``[0, 1]`` for the same scale). Sizes that are not multiples of ``n``
 use the largest ``n x n`` grid of equal blocks; the remainder strip follows the last block row/column in the

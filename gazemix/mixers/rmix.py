@@ -9,9 +9,9 @@ Mixup-blended; where they disagree the top-salient side is copied. Label:
 ``area(agree) (lam y_i + (1 - lam) y_j) + area(own only) y_i + area(partner only) y_j`` (sums to 1).
 ``q = 0`` marks every patch as top, which is plain Mixup.
 
-The official signature has no usable default for ``P`` (``num_patches``; it must divide the image size);
-here ``num_patches=4`` (UNCONFIRMED) and patches are made with adaptive pooling and nearest upsampling, so
-any image size works (identical to the official pooling when ``P`` divides the size).
+``num_patches`` defaults to 4 (our choice: the official signature has none usable, docs/methods/rmix.md);
+patches are made with adaptive pooling and nearest upsampling, so any image size works (identical to the
+official pooling when ``P`` divides the size).
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """Saliency Grafting (Park, Yang, Shin, Hwang, Yang, "Saliency Grafting: Innocuous Attribution-Guided Mixup
 with Calibrated Label Mixing", AAAI 2022, arXiv 2112.08796). EXPERIMENTAL: no official code exists.
 
-What the paper states (abstract and introduction, read with the search tool): the saliency of the model under
-training guides a *stochastic* choice of the partner's patches (not always the maximum-saliency region, to
-keep samples diverse), the chosen patches are grafted onto the own image at the same positions, and the
-label is mixed in a *saliency-calibrated* way to correct for what the random choice left out.
-
-The method section could not be read here, so the following details are UNCONFIRMED and are options:
+The saliency of the model under training guides a *stochastic* choice of the partner's patches (not always the
+maximum-saliency region, to keep samples diverse), the chosen patches are grafted onto the own image at the same
+positions, and the label is mixed in a *saliency-calibrated* way. The rules are gazemix's choices, exposed as
+options (docs/methods/saliency_grafting.md):
 
 1. saliency (input gradients by default, as PuzzleMix) is average-pooled to a ``grid x grid`` patch grid and
    sharpened with a temperature softmax ``p = softmax(s / max(s) / temperature)``;
@@ -44,9 +42,9 @@ class SaliencyGrafting(SaliencyGuidedMixer):
     """Graft randomly sampled salient patches of the partner; label = saliency each image still shows.
 
     Args:
-        alpha: Beta(alpha, alpha) for the grafting probability ``rho`` (UNCONFIRMED; default 1.0).
-        grid: patches per side (UNCONFIRMED; default 8).
-        temperature: softmax temperature of the patch saliency (UNCONFIRMED; default 0.2).
+        alpha: Beta(alpha, alpha) for the grafting probability ``rho`` (our choice; default 1.0).
+        grid: patches per side (our choice; default 8).
+        temperature: softmax temperature of the patch saliency (our choice; default 0.2).
         saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; default) or any source of
             :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
         pairing: ``"randperm"``, ``"flip"`` or ``"roll"``.

@@ -13,7 +13,7 @@ query patches, from an **extra eval-mode, no-grad forward on the unmixed batch**
 That forward's logits are the teacher of the consistency loss: ``KL(softmax(lam p_i + (1 - lam) p_j) || softmax(z))``
 with ``z`` the logits on the mixed batch (:func:`consistency_loss`). The fine-grained loss asks a token head to
 classify the mean final token of each region (:func:`region_token_means`, :func:`fine_grained_loss`).
-The paper text was not available to us: these follow the official code.
+These follow the official code (docs/methods/smmix.md).
 
 gazemix conventions: ``lam`` is the own label weight (SMMix's code calls it the target area); the pasted square is
 a translation, stored as a :class:`~gazemix.contract.BoxWarp` from the partner's square to the own square, so

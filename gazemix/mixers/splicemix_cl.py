@@ -30,8 +30,8 @@ Our choices (the official model is a ResNet-101 trained with multi-label BCE): f
 final patch tokens on their grid, and a cell is its tokens' mean through the model's head path
 (``forward_head``: final norm of the pooled token, head dropout, classifier); a feature map smaller than the grid
 is first resized to one feature per cell; ``loss="ce"`` offers a softmax variant (soft-target CE of the cell
-against ``softmax(z_src)``) for models trained with softmax CE, as ``gazemix train`` trains them. The paper text
-beyond its abstract was not readable to us (docs/methods/splicemix.md).
+against ``softmax(z_src)``) for models trained with softmax CE, as ``gazemix train`` trains them
+(docs/methods/splicemix.md).
 """
 
 from __future__ import annotations

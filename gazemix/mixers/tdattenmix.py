@@ -1,7 +1,8 @@
 """TdAttenMix (Wang, Gu, Lu, "TdAttenMix: Top-Down Attention Guided Mixup", AAAI 2025, arXiv 2501.15409).
 
-Only the paper's abstract was readable; the rules below follow the official code (``morning12138/AAAI2025_TdAttenMix``
-``tdattenmix.py``), which is SMMix (:mod:`gazemix.mixers.smmix`) with two changes:
+The rules below are those of the official code (``morning12138/AAAI2025_TdAttenMix`` ``tdattenmix.py``; what is
+confirmed and what is a choice: docs/methods/tdattenmix.md), which is SMMix (:mod:`gazemix.mixers.smmix`) with two
+changes:
 
 * the map that picks the squares is the **top-down attention** of the Top-down Attention Guided Module
   (:class:`gazemix.attention.topdown.TopDownViT`; official: a frozen AbSViT-B/16, ``tau = 1``), conditioned on
