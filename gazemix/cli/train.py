@@ -21,6 +21,8 @@ import ast
 import json
 from pathlib import Path
 
+from gazemix.cli import CliError
+from gazemix.contract import MixerInputError
 from gazemix.training import TrainConfig, train
 
 DEFAULTS = TrainConfig()
@@ -96,7 +98,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train(config_from_args(args))
+    try:
+        result = train(config_from_args(args))
+    except MixerInputError as err:  # the library names mixer options as keywords
+        raise CliError(f"{err} (on the command line a mixer option is --mixer-opt KEY=VALUE)") from err
     if result.get("rank", 0) == 0:
         print(json.dumps(result))
     return 0
