@@ -355,7 +355,7 @@ class ForwardOutputs:
 
     images: Tensor
     labels: Tensor
-    result: "MixResult"
+    result: MixResult
     logits: Tensor
     model: nn.Module
     clean_logits: Tensor | None = None
@@ -405,11 +405,11 @@ class TrainingHooks:
         phase), ``total_steps`` the optimiser steps of the run, ``state_dir`` where :meth:`save` writes (read back
         when ``resume``), ``start_step`` the steps already taken."""
 
-    def request(self, result: "MixResult") -> ForwardRequest:
+    def request(self, result: MixResult) -> ForwardRequest:
         """What the forward on ``result.images`` must also provide for :meth:`losses`."""
         return ForwardRequest()
 
-    def track_targets(self, model: nn.Module, result: "MixResult") -> ContextManager[TrackedTargets]:
+    def track_targets(self, model: nn.Module, result: MixResult) -> ContextManager[TrackedTargets]:
         """A context around the training forward of ``model`` on ``result.images`` yielding the tracked targets."""
         raise NotImplementedError(f"{type(self).__name__} tracks no targets")
 
@@ -422,7 +422,6 @@ class TrainingHooks:
 
     def save(self, state_dir: str | Path) -> None:
         """Write the mixer's training state into ``state_dir`` (called on one process only)."""
-
 
 
 # ---------------------------------------------------------------------------------------------- mixers

@@ -38,8 +38,8 @@ def register_mixer(cls: M) -> M:
 
 
 def _ensure_loaded() -> None:
-    for package in ("gazemix.mixers", "gazemix.learned"):  # importing the two packages registers every mixer
-        importlib.import_module(package)
+    importlib.import_module("gazemix.mixers")  # importing the two packages registers every mixer
+    importlib.import_module("gazemix.learned")
 
 
 def mixer_class(name: str) -> type[Mixer]:
