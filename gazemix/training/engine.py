@@ -102,8 +102,8 @@ class Trainer:
         generator: the only source of augmentation and mixing randomness.
         clip_grad: max gradient norm, or ``None``.
         amp: bfloat16 autocast on CUDA.
-        square_losses: keep the mixer's auxiliary loss terms (``Mixer.training_hooks(auxiliary_losses=...)``:
-            SMMix/TdAttenMix's consistency and fine-grained terms, SpliceMix-CL's consistency term).
+        square_losses: keep the optional auxiliary loss terms of the mixer's training hooks
+            (``Mixer.training_hooks(auxiliary_losses=...)``).
     """
 
     def __init__(self, model: nn.Module, core: Classifier, mixer: Mixer | None, optimizer: torch.optim.Optimizer,

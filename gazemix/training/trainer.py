@@ -75,8 +75,8 @@ def build_mixer(name: str, backbone: torch.nn.Module, num_classes: int, *, has_g
 
 def token_head_for(mixer: Mixer | None, backbone: torch.nn.Module, num_classes: int,
                    square_losses: bool = True) -> torch.nn.Module | None:
-    """The extra module the mixer's training hooks want trained with ``backbone`` (SMMix/TdAttenMix's linear token
-    head on ViTs), or ``None``."""
+    """The extra module the mixer's training hooks want trained with ``backbone`` (e.g. a linear token head), or
+    ``None``; none without the auxiliary losses (``square_losses=False``)."""
     if mixer is None:
         return None
     return mixer.training_hooks(auxiliary_losses=square_losses).token_head(backbone, num_classes)
