@@ -28,6 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
+from data_adapters._common import RecordAdapter
 from data_adapters.base import AdapterError, Fixations, GazeSample
 
 __all__ = ["CubGha", "OBSERVER_STRIDE", "observer_run", "read_run_file"]
@@ -133,7 +134,7 @@ def _int(value: str, path: Path, line: int, field: str) -> int:
         raise AdapterError(path, f"{value!r} is not an integer", line=line, field=field) from None
 
 
-class CubGha:
+class CubGha(RecordAdapter):
     """CUB-GHA gaze (and, when given, CUB-200-2011 metadata) as :class:`~data_adapters.base.GazeSample` s.
 
     Samples are sorted by image id; ``image_id`` is CUB's id as a string, ``size`` ``(height, width)``,
@@ -150,8 +151,7 @@ class CubGha:
 
     def __init__(self, gaze_dir: str | os.PathLike, cub_dir: str | os.PathLike | None = None, *,
                  runs: tuple[int, ...] | None = None, on_error: str = "raise", split: str | None = None) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        super().__init__(on_error)
         if split not in (None, "train", "test"):
             raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
         gaze_dir = Path(gaze_dir)
@@ -164,8 +164,7 @@ class CubGha:
                                 if p.stem.removeprefix("Fixation_run").isdigit()))
             if not runs:
                 raise AdapterError(gaze_dir, "no Fixation_run<k>.txt file here: pass the CUB-GHA data_5runs folder")
-        self.gaze_dir, self.runs, self.on_error, self.split = gaze_dir, tuple(runs), on_error, split
-        self.skipped: list[AdapterError] = []
+        self.gaze_dir, self.runs, self.split = gaze_dir, tuple(runs), split
         self.class_names: list[str] | None = None
         keep = None if on_error == "raise" else self.skipped
 

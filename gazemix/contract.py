@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from pathlib import Path
+from typing import Any, Callable, ClassVar, ContextManager, Iterable, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["BoxWarp", "MixResult", "MixSource", "Mixer", "MixerInputError", "box_sums", "check_pairing",
-           "scale_to_mass", "soft_target_ce", "soft_targets"]
+__all__ = ["BoxWarp", "ForwardOutputs", "ForwardRequest", "MixResult", "MixSource", "Mixer", "MixerInputError",
+           "TrackedTargets", "TrainingHooks", "box_sums", "check_index", "check_pairing", "scale_to_mass",
+           "soft_target_ce", "soft_targets"]
 
 
 class MixerInputError(ValueError):
@@ -339,6 +342,115 @@ def _is_identity(index: Tensor, n: int) -> bool:
     return index.numel() == n and bool((index == torch.arange(n, device=index.device)).all())
 
 
+# ------------------------------------------------------------------------------------------ training hooks
+@dataclass(frozen=True)
+class ForwardRequest:
+    """What one mixed batch asks of the trainer's forward pass (returned by :meth:`TrainingHooks.request`).
+
+    Attributes:
+        teacher_logits: the model's logits on the clean batch in eval mode without gradient (the teacher of a
+            consistency loss). The trainer uses ``kept_teacher`` when given, else the final tokens of a no-grad
+            read-out the mixer ran on the model during the call, else one extra eval-mode forward.
+        kept_teacher: those logits when the mixer already computed them (SMMix's own eval forward).
+        clean_logits: run the clean batch through the *same* training forward as the mixed one (with gradient:
+            one pass, BatchNorm sees both halves); the logits arrive as :attr:`ForwardOutputs.clean_logits`.
+        features: return the final features of the training forward (``forward_features``: tokens
+            ``(B', P + N, D)`` for a ViT, a map ``(B', C, h, w)`` for a CNN) as :attr:`ForwardOutputs.features`.
+    """
+
+    teacher_logits: bool = False
+    kept_teacher: Tensor | None = None
+    clean_logits: bool = False
+    features: bool = False
+
+
+@dataclass(frozen=True)
+class ForwardOutputs:
+    """What the trainer hands to :meth:`TrainingHooks.losses` after the training forward of one step.
+
+    Attributes:
+        images, labels: the clean (augmented, normalised) input batch and its labels.
+        result: the mix (after :meth:`Mixer.relabel`).
+        logits: float32 logits of the training forward on ``result.images``, ``(B', K)``.
+        model: the model being trained (unwrapped from DDP).
+        clean_logits: float32 logits of the clean batch from the same forward (:attr:`ForwardRequest.clean_logits`).
+        teacher_logits: float32 eval-mode, no-grad logits of the clean batch (:attr:`ForwardRequest.teacher_logits`).
+        features: final features of the training forward (:attr:`ForwardRequest.features`).
+        token_head: the module :meth:`TrainingHooks.token_head` built, when the trainer built it.
+        autocast: the trainer's mixed-precision context, for losses that run in it (a no-op context on CPU).
+    """
+
+    images: Tensor
+    labels: Tensor
+    result: MixResult
+    logits: Tensor
+    model: nn.Module
+    clean_logits: Tensor | None = None
+    teacher_logits: Tensor | None = None
+    features: Tensor | None = None
+    token_head: nn.Module | None = None
+    autocast: Callable[[], ContextManager[Any]] = nullcontext
+
+
+class TrackedTargets(Protocol):
+    """What :meth:`TrainingHooks.track_targets` yields: the targets, readable after the forward ran."""
+
+    @property
+    def targets(self) -> Tensor: ...
+
+
+class TrainingHooks:
+    """How a mixer takes part in training beyond ``mixer(images, labels, **context)``; every hook here is a no-op.
+
+    A trainer gets one object from :meth:`Mixer.training_hooks` and drives it without knowing the mixer:
+
+    * :meth:`token_head` once, when the model is built: an extra module trained with the model (SMMix's linear
+      token head), or ``None``;
+    * :meth:`setup` before the first epoch (a learned mixer's own networks, a search phase) and :meth:`save` at the
+      end of every epoch (its state, next to the model's checkpoints);
+    * per step, after the mixer call: :meth:`request` (what this batch needs from the forward); the forward runs
+      inside :meth:`track_targets` when :attr:`tracks_targets` is set (the targets then come from the forward);
+      :meth:`losses` after it (terms added to the classification loss before the one backward);
+      :meth:`after_step` after the optimiser step (the mixer's own update).
+
+    Relabelling after the forward is part of the mixing contract itself (:attr:`Mixer.relabels_after_forward`,
+    :meth:`Mixer.relabel`), because scoring uses it too. Hooks keep no state of their own beyond their mixer, so a
+    trainer may ask for them more than once.
+    """
+
+    tracks_targets: bool = False
+    """True when :meth:`track_targets` replaces the mix's targets by targets tracked through the training forward."""
+
+    def token_head(self, model: nn.Module, num_classes: int) -> nn.Module | None:
+        """A module the losses use, trained with the model (kept in the model's checkpoint), or ``None``."""
+        return None
+
+    def setup(self, model: nn.Module, *, loader: Iterable, augment: Callable, total_steps: int,
+              device: torch.device, max_steps: int | None = None, quiet: bool = True,
+              state_dir: str | Path | None = None, resume: bool = False, start_step: int = 0) -> None:
+        """Prepare for training ``model`` (unwrapped): ``loader``/``augment`` the training batches (for a search
+        phase), ``total_steps`` the optimiser steps of the run, ``state_dir`` where :meth:`save` writes (read back
+        when ``resume``), ``start_step`` the steps already taken."""
+
+    def request(self, result: MixResult) -> ForwardRequest:
+        """What the forward on ``result.images`` must also provide for :meth:`losses`."""
+        return ForwardRequest()
+
+    def track_targets(self, model: nn.Module, result: MixResult) -> ContextManager[TrackedTargets]:
+        """A context around the training forward of ``model`` on ``result.images`` yielding the tracked targets."""
+        raise NotImplementedError(f"{type(self).__name__} tracks no targets")
+
+    def losses(self, out: ForwardOutputs) -> dict[str, Tensor]:
+        """Extra loss terms of this step by name (each added to the classification loss)."""
+        return {}
+
+    def after_step(self) -> None:
+        """The mixer's own update, after the model's optimiser step."""
+
+    def save(self, state_dir: str | Path) -> None:
+        """Write the mixer's training state into ``state_dir`` (called on one process only)."""
+
+
 # ---------------------------------------------------------------------------------------------- mixers
 class Mixer(abc.ABC):
     """Base class of all mixers: validate in ``__init__``, *sample* parameters, then *apply* them.
@@ -364,7 +476,12 @@ class Mixer(abc.ABC):
     * ``relabels_after_forward``: the label comes from :meth:`relabel` after the model's forward;
     * :attr:`reads_gaze`: the mix or the label is chosen from the ``gaze=`` maps;
     * ``modes`` (class-level): the values of the ``mode`` option (``"batch"``: one draw per batch; ``"elem"``:
-      one per sample); empty when the mixer has no such option.
+      one per sample); empty when the mixer has no such option;
+    * ``uses_patch_grid`` (class-level): the mix is laid on a token grid set by the ``patch_size`` option (a
+      trainer passes its ViT's patch size).
+
+    Training extras (auxiliary losses, a token head, a learned mixer's own update) come from
+    :meth:`training_hooks`.
 
     Args (shared by every mixer):
         num_classes: number of classes, required when targets are class indices.
@@ -376,6 +493,7 @@ class Mixer(abc.ABC):
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     modes: ClassVar[tuple[str, ...]] = ()
+    uses_patch_grid: ClassVar[bool] = False
     needs: tuple[str, ...] = ()
     content_independent: bool = True
     model_kind: str | None = None
@@ -402,18 +520,8 @@ class Mixer(abc.ABC):
     def __call__(self, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None,
                  **context: Any) -> MixResult:
         self.check_inputs(images, targets)
-        missing = [k for k in self.needs if context.get(k) is None]
-        if missing:
-            raise MixerInputError(f"{self.name} needs {', '.join(f'{k}=' for k in missing)} in the call: "
-                                  f"{self.context_help()}")
-        if context.get("index") is not None:
-            index = context["index"]
-            b = images.shape[0]
-            if not isinstance(index, Tensor) or index.shape != (b,) or index.is_floating_point():
-                raise MixerInputError(f"index= must be an integer tensor of shape ({b},), got "
-                                      f"{tuple(index.shape) if isinstance(index, Tensor) else type(index).__name__}")
-            if b and (int(index.min()) < 0 or int(index.max()) >= b):
-                raise MixerInputError(f"index= values must lie in [0, {b - 1}]")
+        self.check_context(images, targets, context)
+        check_index(images, context)
         gen = generator if generator is not None else self.generator
         params = self.sample(images, targets, generator=gen, **context)
         return self.apply(images, targets, params)
@@ -435,6 +543,15 @@ class Mixer(abc.ABC):
         """
         return result
 
+    def training_hooks(self, *, auxiliary_losses: bool = True) -> TrainingHooks:
+        """How a trainer drives this mixer beyond the call (see :class:`TrainingHooks`; default: nothing more).
+
+        ``auxiliary_losses=False`` leaves out the optional loss terms a method adds to the model's objective
+        (SMMix/TdAttenMix's consistency and fine-grained terms, SpliceMix-CL's consistency term); terms that
+        train the mixer itself (a learned mixer's) stay.
+        """
+        return TrainingHooks()
+
     # -- helpers for subclasses --
     def partners(self, b: int, generator: torch.Generator, pairing: str, context: Mapping[str, Any]) -> Tensor:
         """The partner of each sample: ``context["index"]`` when the caller fixed it, else drawn by ``pairing``."""
@@ -444,6 +561,17 @@ class Mixer(abc.ABC):
 
     def context_help(self) -> str:
         return "see the mixer's docstring"
+
+    def check_context(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> None:
+        """Raise :class:`MixerInputError` naming what to pass when the call context cannot serve this mixer.
+
+        Default: every key of ``needs`` must be given; mixers with alternatives (``attention=`` or ``model=``)
+        override it.
+        """
+        missing = [k for k in self.needs if context.get(k) is None]
+        if missing:
+            raise MixerInputError(f"{self.name} needs {', '.join(f'{k}=' for k in missing)} in the call: "
+                                  f"{self.context_help()}")
 
     def check_inputs(self, images: Tensor, targets: Tensor) -> None:
         if not isinstance(images, Tensor) or images.ndim != 4:
@@ -487,6 +615,18 @@ class Mixer(abc.ABC):
         """The mixer's options (what ``__init__`` was given), for provenance tables."""
         hidden = {"generator", "needs", "content_independent", "model_kind", "relabels_after_forward"}
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in hidden}
+
+
+def check_index(images: Tensor, context: Mapping[str, Any]) -> None:
+    """Validate a caller-fixed partner ``index=`` in ``context``: an integer tensor ``(B,)`` with values in ``[0, B)``."""
+    index, b = context.get("index"), images.shape[0]
+    if index is None:
+        return
+    if not isinstance(index, Tensor) or index.shape != (b,) or index.is_floating_point():
+        raise MixerInputError(f"index= must be an integer tensor of shape ({b},), got "
+                              f"{tuple(index.shape) if isinstance(index, Tensor) else type(index).__name__}")
+    if b and (int(index.min()) < 0 or int(index.max()) >= b):
+        raise MixerInputError(f"index= values must lie in [0, {b - 1}]")
 
 
 def blend(images: Tensor, index: Tensor, own_share: Tensor) -> Tensor:

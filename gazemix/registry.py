@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,7 +41,8 @@ def register_mixer(cls: M) -> M:
 
 
 def _ensure_loaded() -> None:
-    import gazemix.mixers  # noqa: F401  (importing the package registers every mixer)
+    importlib.import_module("gazemix.mixers")  # importing the two packages registers every mixer
+    importlib.import_module("gazemix.learned")
 
 
 def mixer_class(name: str) -> type[Mixer]:

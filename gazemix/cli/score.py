@@ -235,8 +235,8 @@ def _write_outputs(folder: Path, args, data, summary: pd.DataFrame, samples: pd.
 def model_contexts(args: argparse.Namespace, num_classes: int, device: torch.device) -> dict:
     """The models that serve model-driven mixers: ``--model`` (with ``--checkpoint``) as a CNN or a ViT."""
     from gazemix.attention.vit import model_context
+    from gazemix.models import build_model, is_vit, load_pretrained
     from gazemix.scoring import ModelContext
-    from gazemix.training.model import build_model, is_vit, load_pretrained
 
     if not args.model:
         return {}

@@ -2,9 +2,9 @@
 Uncertainty", arXiv 2211.15846, 2022).
 
 LUMix "models label uncertainty by adding label perturbation during training" on top of Mixup/CutMix
-(abstract). **No code was released** (the official repository holds only a README) and the paper's exact
-perturbation could not be read here, so this wrapper implements a documented, parameterised candidate —
-marked experimental — and leaves the images and their replay exactly as the base mixer made them:
+(abstract). No code was released; this wrapper implements a documented, parameterised candidate of the
+perturbation — marked experimental (docs/methods/lumix.md) — and leaves the images and their replay exactly as
+the base mixer made them:
 
 1. ``lam' = clip(lam + eps, 0, 1)`` with ``eps ~ U(-noise, noise)`` per sample (label perturbation);
 2. optionally, after the forward pass (``relabel(result, logits=...)``), blend with the model's own
