@@ -55,12 +55,16 @@ def _parse_line(text: str, path: Path, line: int) -> tuple[int, int, int, np.nda
                                  f"triples (the line may be truncated)", line=line)
     try:
         vals = np.array(parts, dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         for k, p in enumerate(parts):
             try:
-                int(p)
+                value = int(p)
             except ValueError:
-                raise AdapterError(path, f"{p.strip()!r} is not an integer", line=line, field=_field_name(k)) from None
+                raise AdapterError(path, f"{p.strip()[:40]!r} is not an integer", line=line,
+                                   field=_field_name(k)) from None
+            if not -2**63 <= value < 2**63:
+                raise AdapterError(path, f"{p.strip()[:40]} is far too large for a pixel position, size or duration",
+                                   line=line, field=_field_name(k)) from None
         raise
     image_id, w, h = (int(v) for v in vals[:3])
     if image_id < 1:
@@ -95,7 +99,13 @@ def read_run_file(path: str | os.PathLike, run: int, *, skipped: list[AdapterErr
         raise AdapterError(path, "missing CUB-GHA run file: point gaze_dir at the folder holding Fixation_run<k>.txt "
                                  "(the repository's data_5runs/)")
     rows = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise AdapterError(path, f"byte {err.object[err.start]:#04x} is not UTF-8 text: a CUB-GHA run file is "
+                                 "plain comma-separated integers (is this the right file?)", line=line) from None
+    for line, text in enumerate(content.splitlines(), start=1):
         if not text.strip():
             continue
         try:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -288,10 +289,20 @@ def _load_cached(path: Path, device: torch.device) -> GazeMaps | None:
     meta = path.with_suffix(".json")
     if not meta.is_file():  # written last, so its presence means the maps are complete
         return None
-    info = json.loads(meta.read_text())
-    # copy-on-write memory map: pages are read when used, and the cache file is never modified
-    maps = torch.from_numpy(np.load(path.with_suffix(".npy"), mmap_mode="c")).to(device)
-    return GazeMaps(maps, torch.tensor(info["valid"], dtype=torch.bool, device=device), GazeReport(**info["report"]))
+    try:
+        info = json.loads(meta.read_text())
+        # copy-on-write memory map: pages are read when used, and the cache file is never modified
+        maps = torch.from_numpy(np.load(path.with_suffix(".npy"), mmap_mode="c")).to(device)
+        valid = torch.tensor(info["valid"], dtype=torch.bool, device=device)
+        report = GazeReport(**info["report"])
+        if maps.ndim != 4 or maps.shape[0] != valid.shape[0] or maps.shape[0] != report.n_maps:
+            raise ValueError(f"{maps.shape[0]} maps for {valid.shape[0]} validity flags")
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+        warnings.warn(f"gaze cache {path.with_suffix('.npy')} is corrupt ({type(err).__name__}: {err}); "
+                      "it is rebuilt", stacklevel=3)
+        meta.unlink(missing_ok=True)
+        return None
+    return GazeMaps(maps, valid, report)
 
 
 def _store_cached(path: Path, maps: Tensor, valid: Tensor, report: GazeReport) -> None:
