@@ -4,79 +4,331 @@ store one item per mixed image with its provenance.
 Image 1 of every item is the mixer's *own* image (source 0 of :class:`gazemix.contract.MixResult`), so
 ``lam`` is the mixer's label weight of image 1 and ``gaze_lam = g_own / (g_own + g_partner)`` is the share
 of the replayed human gaze mass that image 1 keeps (``MixResult.replay``). Attention checks are unmixed
-images with a known answer, as HILL MixE's catch trials (Collins et al., UAI 2023).
+images with a known answer, as HILL MixE's catch trials (Collins et al., UAI 2023); practice items are
+unmixed images too, so practice feedback never teaches a mixer's label.
+
+Nothing is written until every input is checked. The stimuli go to a fresh folder
+``<db stem>_media/<random>/`` under names salted with a per-study secret, and the folder is moved into place
+inside the transaction that stores the study: an existing study's files are never rewritten, and a refused
+or interrupted build leaves no study behind (at most a ``.building-*`` folder that can be deleted).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import inspect
+import math
 import os
-from dataclasses import dataclass
+import secrets
+import shutil
+import sqlite3
+import string
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from gazemix.contract import Mixer, MixerInputError
 from gazemix.registry import create_mixer, mixer_class
-from gazemix.study.db import StudyInputError, init_db
-from gazemix.study.store import MODES, ItemRecord, StudyInfo, add_items, create_study
+from gazemix.study import protocol
+from gazemix.study.db import StudyInputError, init_db, open_existing
+from gazemix.study.store import (MODES, ItemRecord, PracticeRecord, StudyInfo, check_study_name, create_study,
+                                 study_exists)
 
-__all__ = ["DATA_SETS", "SourceSet", "build_study", "check_mixers", "load_source"]
+__all__ = ["DATA_SETS", "SourceSet", "build_mixers", "build_study", "load_source", "media_folder", "stimulus_stem"]
 
-DATA_SETS = ("demo", "samples")
+DATA_SETS = ("demo", "samples", "folder", "cub-gha")
 BATCH = 16
+MAX_SIZE = 1024
+MAX_N = 100_000
+MEMORY_LIMIT = 2 * 2 ** 30  # bytes the source images, gaze and masks may take
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_TITLE = {"infer": "How much of each? A study of blended pictures",
+                 "softlabel": "What do you see? A study of pictures",
+                 "click": "What decides the picture? A study of blended pictures"}
+_CODE_ALPHABET = string.ascii_uppercase + string.digits
 
 
 @dataclass
 class SourceSet:
     """Images to mix: ``images (N, 3, S, S)`` in [0, 1], ``labels (N,)``, optional ``gaze (N, 1, S, S)``
-    summing to 1 per image and object ``masks (N, 1, S, S)``."""
+    summing to 1 per image, and optional object ``boxes (N, 4)`` as ``[y1, x1, y2, x2)`` in pixels.
+    ``notes`` say what was skipped while loading, and why."""
 
     name: str
     images: Tensor
     labels: Tensor
     class_names: list[str]
     gaze: Tensor | None = None
-    masks: Tensor | None = None
+    boxes: Tensor | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def load_source(name: str, n: int, size: int, seed: int) -> SourceSet:
-    """``demo``: the embedded synthetic demo set with simulated gaze (:func:`gazemix.demo.make_demo`);
-    ``samples``: scikit-image's bundled photographs (no gaze)."""
+# ------------------------------------------------------------------------------------------ sources
+def _boxes_of_masks(masks: Tensor) -> Tensor:
+    out = torch.zeros(masks.shape[0], 4, dtype=torch.long)
+    for i in range(masks.shape[0]):
+        ys, xs = torch.nonzero(masks[i, 0] > 0, as_tuple=True)
+        if len(ys):
+            out[i] = torch.stack([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
+    return out
+
+
+def _skip_check(skipped: int, total: int, max_skipped: float, what: str, example: str) -> None:
+    if total and skipped / total > max_skipped:
+        raise StudyInputError(f"{what}: {skipped} of {total} records are unusable ({skipped / total:.1%}, more than "
+                              f"--max-skipped {max_skipped:g}), e.g. {example}; fix the data or pass a larger "
+                              "--max-skipped", field="data")
+
+
+def _pool_order(n: int, pool: int, seed: int) -> list[int]:
+    return sorted(np.random.default_rng([seed, 3]).permutation(n)[:pool].tolist())
+
+
+def _load_image(path: str, size: int, fit: str) -> Tensor:
+    from gazemix.gaze import fit_image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return fit_image(torch.from_numpy(arr).permute(2, 0, 1), (size, size), fit)
+
+
+def _folder_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """``root/<class>/<image>``: the class names and every image with its label (a ``.png`` beside an image of
+    the same stem is that image's gaze map, not an image)."""
+    if not root.is_dir():
+        raise StudyInputError(f"--root {root} is not a folder (expected root/<class_name>/<image>)", field="root")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        stems = {p.stem for p in files}
+        maps = {p for p in files if p.suffix.lower() == ".png" and (  # gaze maps: x.png beside x.jpg, x_gaze.png
+            any(q.stem == p.stem and q != p for q in files) or (p.stem.endswith("_gaze") and p.stem[:-5] in stems))}
+        found += [(p, label) for p in files if p not in maps]
+    if len(classes) < 2 or not found:
+        raise StudyInputError(f"--root {root}: expected at least two class folders root/<class_name>/ holding images "
+                              f"({', '.join(IMAGE_SUFFIXES)}), found {len(classes)} folder(s) and {len(found)} "
+                              "image(s)", field="root")
+    return classes, found
+
+
+def _folder_source(root: Path, pool: int, size: int, seed: int, fit: str, max_skipped: float) -> SourceSet:
+    from data_adapters.base import AdapterError, GazeSample
+    from data_adapters.folder import read_fixation_csv
+    from data_adapters._common import RecordPolicy, image_size
+
+    classes, found = _folder_images(root)
+    chosen = [found[i] for i in _pool_order(len(found), pool, seed)]
+    images, labels, samples, skipped = [], [], [], []
+    for path, label in chosen:
+        try:
+            img = _load_image(str(path), size, fit)
+        except (OSError, ValueError, SyntaxError) as err:
+            skipped.append(f"{path}: unreadable image ({err})")
+            continue
+        images.append(img)
+        labels.append(label)
+        gmap, table = path.with_suffix(".png"), path.with_suffix(".csv")
+        if path.suffix.lower() == ".png":
+            gmap = path.with_name(path.stem + "_gaze.png")
+        samples.append((path, label, gmap if gmap.is_file() else None, table if table.is_file() else None))
+    _skip_check(len(skipped), len(chosen), max_skipped, f"--root {root}", skipped[0] if skipped else "")
+    notes = [f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}"] if skipped else []
+    if len(set(labels)) < 2:
+        raise StudyInputError(f"--root {root}: fewer than two classes have readable images", field="root")
+    src = SourceSet("folder", torch.stack(images), torch.tensor(labels), classes, notes=notes)
+    with_gaze = sum(g is not None or t is not None for _, _, g, t in samples)
+    if with_gaze and with_gaze < len(samples):
+        notes.append(f"{with_gaze} of {len(samples)} images have a gaze map or fixation CSV beside them: the study "
+                     "is built without gaze (give every image its gaze to get gaze weights)")
+    elif with_gaze:
+        from gazemix.score_data import samples_scoring_data
+
+        policy = RecordPolicy("raise")
+        gs = []
+        try:
+            for path, label, gmap, table in samples:
+                hw = image_size(path)
+                gs.append(GazeSample(str(path), hw, label=label, image_path=str(path), gaze_map_path=None if gmap is
+                                     None else str(gmap), fixations=read_fixation_csv(table, hw, policy)
+                                     if table is not None else None))
+            data, note = samples_scoring_data(gs, name="folder", size=size, fit=fit, with_images=False)
+        except (AdapterError, ValueError) as err:
+            raise StudyInputError(f"--root {root}: {err}", field="root") from None
+        if len(data.ids) != len(gs):
+            raise StudyInputError(f"--root {root}: {len(gs) - len(data.ids)} gaze maps are empty ({note}); remove "
+                                  "those images or their gaze", field="root")
+        src.gaze = data.gaze
+        notes.append(f"gaze: {note}")
+    return src
+
+
+def _cub_source(fixations: str | None, root: str | None, pool: int, size: int, seed: int, fit: str,
+                max_skipped: float) -> SourceSet:
+    from data_adapters.base import AdapterError
+    from data_adapters.cub_gha import CubGha
+    from gazemix.gaze import fit_geometry
+    from gazemix.score_data import samples_scoring_data
+
+    if not fixations or not root:
+        raise StudyInputError("--data cub-gha needs --fixations (the CUB-GHA data_5runs folder) and --root (the "
+                              "CUB_200_2011 folder with images/): a study shows the photographs", field="data")
+    try:
+        cub = CubGha(fixations, root, on_error="skip")
+    except (AdapterError, ValueError) as err:
+        raise StudyInputError(str(err), field="data") from None
+    total = len(cub) + len(cub.skipped)
+    _skip_check(len(cub.skipped), total, max_skipped, "--data cub-gha", str(cub.skipped[0]) if cub.skipped else "")
+    notes = [f"skipped {len(cub.skipped)} malformed CUB-GHA records ({dict(cub.skip_counts())})"] if cub.skipped else []
+    if not cub.class_names or any(s.label is None for s in cub):
+        raise StudyInputError(f"--root {root}: classes.txt and image_class_labels.txt are needed for class names",
+                              field="root")
+    have = [s for s in cub if s.image_path and Path(s.image_path).is_file()]
+    missing = len(cub) - len(have)
+    if not have:
+        raise StudyInputError(f"--root {root}: none of the {len(cub)} images listed in images.txt is under images/; "
+                              "pass the CUB_200_2011 folder that holds the photographs", field="root")
+    _skip_check(missing, len(cub), max_skipped, f"--root {root} (images listed but missing)",
+                next(s.image_path for s in cub if not (s.image_path and Path(s.image_path).is_file())) if missing else "")
+    if missing:
+        notes.append(f"{missing} of {len(cub)} listed images are missing under images/")
+    chosen = [have[i] for i in _pool_order(len(have), pool, seed)]
+    try:
+        data, note = samples_scoring_data(chosen, name="cub-gha", size=size, fit=fit, with_images=True,
+                                          class_names=cub.class_names)
+    except (AdapterError, ValueError, OSError) as err:
+        raise StudyInputError(f"--data cub-gha: {err}", field="data") from None
+    if data.images is None:
+        raise StudyInputError(f"--root {root}: some chosen images could not be read", field="root")
+    notes.append(f"gaze: {note}")
+    kept = {s.image_id: s for s in chosen}
+    boxes = []
+    for sid in data.ids:
+        s = kept[sid]
+        x, y, w, h = s.meta.get("bbox_xywh", (0, 0, s.size[1], s.size[0]))
+        rh, rw, top, left = fit_geometry(s.size, (size, size), fit)
+        sy, sx = rh / s.size[0], rw / s.size[1]
+        box = [y * sy - top, x * sx - left, (y + h) * sy - top, (x + w) * sx - left]
+        boxes.append([int(np.clip(math.floor(box[0]), 0, size - 1)), int(np.clip(math.floor(box[1]), 0, size - 1)),
+                      int(np.clip(math.ceil(box[2]), 1, size)), int(np.clip(math.ceil(box[3]), 1, size))])
+    return SourceSet("cub-gha", data.images, data.labels, list(cub.class_names), data.gaze,
+                     torch.tensor(boxes, dtype=torch.long), notes)
+
+
+def load_source(name: str, n: int, size: int, seed: int, *, root: str | os.PathLike | None = None,
+                fixations: str | os.PathLike | None = None, fit: str = "center_crop",
+                max_skipped: float = 0.01) -> SourceSet:
+    """The images a study mixes, ``n`` of them (drawn at random, seeded, from larger sets) at ``size`` pixels.
+
+    ``demo``: the embedded synthetic demo set with simulated gaze and object masks (:func:`gazemix.demo.make_demo`);
+    ``samples``: scikit-image's bundled photographs (no gaze); ``folder``: ``root/<class_name>/<image>``, with gaze
+    when every image has a gaze map or fixation CSV beside it (see :mod:`data_adapters.folder`); ``cub-gha``:
+    CUB-200-2011 photographs (``root``) with CUB-GHA gaze (``fixations``) and the birds' boxes. Unusable
+    records are skipped and reported in :attr:`SourceSet.notes`; more than ``max_skipped`` of them is an error.
+    """
     if name == "demo":
         from gazemix.demo import make_demo
 
         d = make_demo(n=n, size=size, seed=seed)
-        masks = getattr(d, "object_masks", None)
-        return SourceSet("demo", d.images, d.labels, list(d.class_names), d.gaze,
-                         None if masks is None else torch.as_tensor(masks).reshape(d.images.shape[0], 1, size, size))
+        masks = torch.as_tensor(d.object_masks).reshape(d.images.shape[0], 1, size, size)
+        return SourceSet("demo", d.images, d.labels, list(d.class_names), d.gaze, _boxes_of_masks(masks))
     if name == "samples":
         from gazemix.sample_images import sample_batch
 
         images, labels, names = sample_batch(n, size)
         return SourceSet("samples", images, labels, names)
-    raise StudyInputError(f"--data must be one of {', '.join(DATA_SETS)}, got {name!r}")
+    if name in ("folder", "cub-gha") and fit not in ("resize", "center_crop"):
+        raise StudyInputError(f"--fit must be resize or center_crop, got {fit!r}", field="fit")
+    if name == "folder":
+        if root is None:
+            raise StudyInputError("--data folder needs --root: a folder of class sub-folders holding images",
+                                  field="root")
+        return _folder_source(Path(root), n, size, seed, fit, max_skipped)
+    if name == "cub-gha":
+        return _cub_source(None if fixations is None else str(fixations), None if root is None else str(root),
+                           n, size, seed, fit, max_skipped)
+    raise StudyInputError(f"--data must be one of {', '.join(DATA_SETS)}, got {name!r}", field="data")
 
 
-def check_mixers(names: Sequence[str], has_gaze: bool) -> list[str]:
-    """Canonical mixer names; refuses mixers whose context (a model, attention, ...) a study cannot supply."""
-    out = []
+# ------------------------------------------------------------------------------------------ mixers
+def build_mixers(names: Sequence[str], *, num_classes: int, seed: int, has_gaze: bool | None = None) -> list[Mixer]:
+    """Build the named mixers as a study would run them (``mode="elem"``: one ``lam`` per item) and refuse
+    those a study cannot run, judged on the *built* instance, as ``gazemix score`` skips them: one that needs
+    context a data set cannot supply (a model, attention, ...; ``gaze`` only when ``has_gaze`` is False), or
+    one whose label is set from the model's output on the mixed batch (``relabels_after_forward``, TransMix,
+    MixPro). ``has_gaze=None`` defers the gaze question (checked again once the data are loaded)."""
+    out, seen = [], set()
     for raw in names:
-        cls = mixer_class(raw)
-        missing = [k for k in cls.needs if not (k == "gaze" and has_gaze)]
+        try:
+            cls = mixer_class(raw)
+        except ValueError as err:
+            raise StudyInputError(f"--mixers: {err}", field="mixers") from None
+        opts: dict[str, Any] = {"num_classes": num_classes, "seed": seed}
+        if "mode" in inspect.signature(cls).parameters:
+            opts["mode"] = "elem"
+        try:
+            mixer = create_mixer(cls.name, **opts)
+        except (TypeError, ValueError) as err:
+            raise StudyInputError(f"--mixers: {cls.name} cannot be built for a study ({err})", field="mixers") from None
+        missing = [k for k in mixer.needs if not (k == "gaze" and has_gaze is not False)]
         if missing:
-            raise StudyInputError(f"mixer {cls.name!r} needs {', '.join(f'{k}=' for k in missing)} (a model or its "
-                                  "attention), which a study built from a data set cannot supply; choose mixers "
-                                  "listed by `gazemix mixers` without needs" + ("" if has_gaze else
-                                                                                " (or --data demo for gaze)"))
-        out.append(cls.name)
+            raise StudyInputError(f"--mixers: {mixer.name} needs {', '.join(f'{k}=' for k in missing)} (a model, its "
+                                  "attention or gaze), which a study built from a data set cannot supply; choose "
+                                  "mixers that `gazemix mixers` lists without needs" +
+                                  (" (or --data demo for gaze)" if missing == ["gaze"] else ""), field="mixers")
+        if mixer.relabels_after_forward:
+            raise StudyInputError(f"--mixers: {mixer.name} sets its label from the model's attention on the mixed "
+                                  "batch (relabels after the forward pass), which a study has no model for; its "
+                                  "stored label would be another mixer's area weight. Leave it out (`gazemix score` "
+                                  "skips it without --model too)", field="mixers")
+        if mixer.name not in seen:
+            seen.add(mixer.name)
+            out.append(mixer)
     if not out:
-        raise StudyInputError("--mixers is empty: name at least one mixer, e.g. mixup,cutmix")
+        raise StudyInputError("--mixers is empty: name at least one mixer, e.g. mixup,cutmix", field="mixers")
     return out
+
+
+# ------------------------------------------------------------------------------------------ stimuli
+def stimulus_stem(secret: str, key: str) -> str:
+    """The file stem of a stimulus: HMAC-SHA256 of its key under the study's secret (nothing in the name tells
+    the mixer, the index or whether it is a check; without the secret it cannot be recomputed)."""
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def media_folder(db: Path) -> Path:
+    """The folder holding the stimulus folders of every study in ``db``."""
+    return db.parent / f"{db.stem}_media"
+
+
+def _save_png(img: Tensor, path: Path) -> None:
+    arr = (img.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+@dataclass
+class _Writer:
+    """Writes a study's files into its fresh folder (``tmp``), recording paths as they will be (``rel``)."""
+
+    secret: str
+    tmp: Path
+    rel: Path
+
+    def png(self, img: Tensor, key: str) -> str:
+        stem = stimulus_stem(self.secret, key)
+        _save_png(img, self.tmp / f"{stem}.png")
+        return str(self.rel / f"{stem}.png")
+
+    def npy(self, arr: Tensor, key: str, kind: str) -> str:
+        stem = stimulus_stem(self.secret, f"{key}/{kind}")
+        np.save(self.tmp / f"{stem}.npy", arr.to(torch.float16).numpy())
+        return str(self.rel / f"{stem}.npy")
 
 
 def _item_params(params: dict[str, Any], b: int, batch: int) -> dict[str, Any]:
@@ -91,35 +343,22 @@ def _item_params(params: dict[str, Any], b: int, batch: int) -> dict[str, Any]:
     return out
 
 
-def _blind(rel: Path, key: str) -> str:
-    """An opaque file stem, so the URL a browser loads does not tell the annotator the mixer or the check."""
-    return hashlib.sha256(f"{rel}/{key}".encode()).hexdigest()[:16]
-
-
-def _save_png(img: Tensor, path: Path) -> None:
-    arr = (img.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    Image.fromarray(arr).save(path)
-
-
-def _mix_items(src: SourceSet, mixer_name: str, k: int, seed: int, media: Path, rel: Path) -> list[ItemRecord]:
-    """``k`` mixed items of two different classes from ``mixer_name``, drawn in small seeded batches."""
-    cls = mixer_class(mixer_name)
-    opts: dict[str, Any] = {"num_classes": len(src.class_names), "seed": seed}
-    if "mode" in inspect.signature(cls).parameters:
-        opts["mode"] = "elem"  # one lam per item, so a study covers the range of lam
-    try:
-        mixer = create_mixer(mixer_name, **opts)
-    except (TypeError, ValueError):
-        opts.pop("mode", None)
-        mixer = create_mixer(mixer_name, **opts)
+def _mix_items(src: SourceSet, mixer: Mixer, k: int, seed: int, out: _Writer, mode: str,
+               prefix: str = "") -> list[ItemRecord]:
+    """``k`` mixed items of two different classes from ``mixer``, drawn in small seeded batches."""
     gen = torch.Generator().manual_seed(seed)
     n, items, calls = src.images.shape[0], [], 0
     while len(items) < k:
         if calls > 50 + 10 * k:
-            raise StudyInputError(f"{mixer_name}: could not draw {k} pairs of different classes from --data {src.name}")
+            raise StudyInputError(f"{mixer.name}: could not draw {k} pairs of different classes from --data {src.name}",
+                                  field="data")
         idx = torch.randperm(n, generator=gen)[:min(BATCH, n)]
-        ctx = {"gaze": src.gaze[idx]} if src.gaze is not None and "gaze" in cls.needs else {}
-        res = mixer(src.images[idx], src.labels[idx], generator=gen, **ctx)
+        ctx = {"gaze": src.gaze[idx]} if src.gaze is not None and "gaze" in mixer.needs else {}
+        try:
+            res = mixer(src.images[idx], src.labels[idx], generator=gen, **ctx)
+        except MixerInputError as err:
+            raise StudyInputError(f"--mixers: {mixer.name} cannot run on a data set alone ({err})", field="mixers") \
+                from None
         calls += 1
         own, partner = idx[res.own_index], idx[res.index]
         w_own, w_partner = res.lam.double(), res.partner_lam.double()
@@ -130,96 +369,221 @@ def _mix_items(src: SourceSet, mixer_name: str, k: int, seed: int, media: Path, 
             c1, c2 = int(src.labels[own[b]]), int(src.labels[partner[b]])
             if c1 == c2 or len(items) >= k:
                 continue
-            key = f"{mixer_name}_{len(items):04d}"
-            stem = _blind(rel, key)
-            _save_png(res.images[b], media / f"{stem}.png")
-            gaze_lam = gaze_path = None
+            key = f"{prefix}{mixer.name}_{len(items):04d}"
+            gaze_lam = gaze_path = share_path = None
             if src.gaze is not None:
                 total = float(g_own[b] + g_partner[b])
                 gaze_lam = float(g_own[b]) / total if total > 0 else None
-                peak = float(maps[b].max())  # stored scaled to peak 1 in float16 (half the disk); the
-                np.save(media / f"{stem}_gaze.npy",  # click metrics (NSS, AUC, CC, SIM) ignore the scale
-                        (maps[b] / peak if peak > 0 else maps[b]).to(torch.float16).numpy())
-                gaze_path = str(rel / f"{stem}_gaze.npy")
+                peak = float(maps[b].max())  # stored scaled to peak 1 in float16 (half the disk); the click
+                gaze_path = out.npy(maps[b] / peak if peak > 0 else maps[b], key, "gaze")  # metrics ignore scale
+            if mode == "click":
+                share_path = out.npy(res.mask[b, 0], key, "share")
             wsum = float(w_own[b] + w_partner[b])
-            params = {"mixer_config": {k2: v for k2, v in mixer.config().items()},
+            params = {"mixer_config": dict(mixer.config()),
                       "sampled": _item_params(dict(res.params), b, res.images.shape[0]), "call": calls - 1,
                       "weight_own": float(w_own[b]), "weight_partner": float(w_partner[b])}
             items.append(ItemRecord(
                 key=key, class1=src.class_names[c1], class2=src.class_names[c2],
-                lam=float(w_own[b]) / wsum if wsum > 0 else 0.5, mixer=mixer_name,
-                image_path=str(rel / f"{stem}.png"), gaze_path=gaze_path, height=int(res.images.shape[-2]),
-                width=int(res.images.shape[-1]), params=params, source1=f"{src.name}:{int(own[b])}",
-                source2=f"{src.name}:{int(partner[b])}", gaze_lam=gaze_lam, seed=seed))
+                lam=float(w_own[b]) / wsum if wsum > 0 else 0.5, mixer=mixer.name,
+                image_path=out.png(res.images[b], key), gaze_path=gaze_path, share_path=share_path,
+                height=int(res.images.shape[-2]), width=int(res.images.shape[-1]), params=params,
+                source1=f"{src.name}:{int(own[b])}", source2=f"{src.name}:{int(partner[b])}", gaze_lam=gaze_lam,
+                seed=seed))
     return items
 
 
-def _check_items(src: SourceSet, k: int, mode: str, seed: int, media: Path, rel: Path) -> list[ItemRecord]:
-    """``k`` unmixed images; the pure image is image 1 or image 2 at random (so ``lam`` is 1 or 0)."""
-    if k and mode == "click" and src.masks is None:
-        raise StudyInputError(f"attention checks in click mode need object masks, which --data {src.name} lacks; "
-                              "pass --checks 0")
+def _pure_images(src: SourceSet, picks: Sequence[int], rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """For each picked image: ``(index, its class, another class)``."""
+    kcls = len(src.class_names)
+    return [(int(i), int(src.labels[i]), int((int(src.labels[i]) + 1 + rng.integers(kcls - 1)) % kcls)) for i in picks]
+
+
+def _box(src: SourceSet, i: int) -> list[int] | None:
+    return None if src.boxes is None else [int(v) for v in src.boxes[i]]
+
+
+def _check_items(src: SourceSet, picks: Sequence[int], mode: str, seed: int, out: _Writer) -> list[ItemRecord]:
+    """Unmixed images; the pure image is image 1 or image 2 at random (so ``lam`` is 1 or 0)."""
+    if picks and mode == "click" and src.boxes is None:
+        raise StudyInputError(f"attention checks in click mode need object boxes, which --data {src.name} lacks; "
+                              "pass --checks 0", field="checks")
     rng = np.random.default_rng([seed, 7])
-    n, kcls, items = src.images.shape[0], len(src.class_names), []
-    for j, i in enumerate(rng.choice(n, size=min(k, n), replace=False)):
-        true = int(src.labels[i])
-        other = int((true + 1 + rng.integers(kcls - 1)) % kcls)
+    items = []
+    for j, (i, true, other) in enumerate(_pure_images(src, picks, rng)):
         pure_is_1 = bool(rng.random() < 0.5)
         c1, c2 = (true, other) if pure_is_1 else (other, true)
         key = f"check_{j:04d}"
-        stem = _blind(rel, key)
-        _save_png(src.images[i], media / f"{stem}.png")
-        answer: dict[str, Any] = {"infer": {"weight1": float(pure_is_1)}, "softlabel": {"class": src.class_names[true]}}.get(mode, {})
-        if mode == "click":
-            ys, xs = torch.nonzero(src.masks[i, 0] > 0, as_tuple=True)
-            answer = {"box": [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1]}
+        answer: dict[str, Any] = {"infer": {"weight1": float(pure_is_1)}, "softlabel": {"class": src.class_names[true]},
+                                  "click": {"box": _box(src, i)}}[mode]
         items.append(ItemRecord(key=key, class1=src.class_names[c1], class2=src.class_names[c2], lam=float(pure_is_1),
-                                mixer="none", image_path=str(rel / f"{stem}.png"), height=int(src.images.shape[-2]),
-                                width=int(src.images.shape[-1]), source1=f"{src.name}:{int(i)}",
-                                source2=f"{src.name}:{int(i)}", is_check=True, check_answer=answer, seed=seed))
+                                mixer="none", image_path=out.png(src.images[i], key), height=int(src.images.shape[-2]),
+                                width=int(src.images.shape[-1]), source1=f"{src.name}:{i}", source2=f"{src.name}:{i}",
+                                is_check=True, check_answer=answer, seed=seed))
     return items
+
+
+def _choices(rng: np.random.Generator, names: list[str], c1: str, c2: str, distractors: int) -> list[str]:
+    others = [c for c in names if c not in (c1, c2)]
+    return [c1, c2] + [others[i] for i in rng.choice(len(others), size=min(distractors, len(others)), replace=False)]
+
+
+def _practice(src: SourceSet, picks: Sequence[int], example: ItemRecord | None, seed: int, distractors: int,
+              out: _Writer) -> list[PracticeRecord]:
+    rng = np.random.default_rng([seed, 13])
+    recs = []
+    for j, (i, true, other) in enumerate(_pure_images(src, picks, rng)):
+        c1, c2 = src.class_names[true], src.class_names[other]
+        recs.append(PracticeRecord("practice", j, out.png(src.images[i], f"practice_{j:04d}"),
+                                   int(src.images.shape[-2]), int(src.images.shape[-1]), c1, c2,
+                                   _choices(rng, src.class_names, c1, c2, distractors),
+                                   {"class": c1, **({"box": _box(src, i)} if src.boxes is not None else {})}))
+    if example is not None:
+        recs.append(PracticeRecord("example", 0, str(example.image_path), int(example.height), int(example.width),
+                                   example.class1, example.class2, [example.class1, example.class2]))
+    return recs
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _int_option(option: str, value: Any, lo: int, hi: int | None = None, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+        raise StudyInputError(f"{option} must be a whole number {rng}, got {value!r}{hint}", field=option)
+    return value
+
+
+def _check_db_target(db: Path, name: str) -> None:
+    """Refuse before anything is written: a folder, a file that is not a study database, or a taken name."""
+    if db.exists() or db.is_dir():
+        open_existing(db, writable=True)
+        if study_exists(db, name):
+            raise StudyInputError(f"a study named {name!r} already exists in {db}; its files are kept as they are. "
+                                  "Pass another --name (or another --db)", field="name")
+        return
+    folder = db.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise StudyInputError(f"--db {db}: {folder} is a file, not a folder", field="db")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StudyInputError(f"--db {db} cannot be created: {folder} is not writable; pass a path in a folder you "
+                              "can write", field="db")
+
+
+def _study_config(mode: str, *, title: str | None, consent: str | None, questions: list | None,
+                  completion_code: str | None, redirect_url: str | None) -> dict[str, Any]:
+    if title is not None and (not title.strip() or len(title) > 200):
+        raise StudyInputError("--title must be 1..200 characters", field="title")
+    if completion_code is not None and not (1 <= len(completion_code) <= 64 and all(
+            c in _CODE_ALPHABET + string.ascii_lowercase + "_-" for c in completion_code)):
+        raise StudyInputError("--completion-code must be 1..64 letters, digits, _ or -", field="completion_code")
+    if redirect_url is not None and (not redirect_url.startswith(("https://", "http://")) or len(redirect_url) > 500
+                                     or any(c in redirect_url for c in " \"'<>")):
+        raise StudyInputError(f"--redirect-url must be an http(s):// address without spaces or quotes, got "
+                              f"{redirect_url[:60]!r}", field="redirect_url")
+    return {"title": title or DEFAULT_TITLE[mode], "consent": consent or protocol.DEFAULT_CONSENT,
+            "questions": protocol.check_questions(questions) if questions is not None else protocol.QUESTIONS[mode],
+            "completion_code": completion_code or "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8)),
+            "redirect_url": redirect_url}
 
 
 def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[str] = ("mixup", "cutmix"),
                 n: int = 200, seed: int = 0, mode: str = "infer", size: int = 224, pool: int = 256,
-                checks: int = 4, distractors: int = 2, name: str | None = None,
-                items_per_annotator: int | None = None, repeats: int = 2) -> StudyInfo:
-    """Create a study of ``n`` mixed items (split evenly over ``mixers``) plus ``checks`` attention checks.
+                checks: int = 4, practice: int = 3, distractors: int = 2, name: str | None = None,
+                items_per_annotator: int | None = None, repeats: int = 2, title: str | None = None,
+                instructions: str | None = None, consent: str | None = None, questions: list | None = None,
+                minutes: int | None = None, completion_code: str | None = None, redirect_url: str | None = None,
+                root: str | os.PathLike | None = None, fixations: str | os.PathLike | None = None,
+                fit: str = "center_crop", max_skipped: float = 0.01, synchronous: str = "FULL",
+                log: Callable[[str], None] | None = None) -> StudyInfo:
+    """Create a study of ``n`` mixed items (split evenly over ``mixers``), ``checks`` attention checks,
+    ``practice`` practice items and one worked example.
 
     Args:
-        db: the SQLite file (created when absent); PNGs go to ``<db stem>_media/<study name>/`` beside it.
-        data: ``demo`` (synthetic, with simulated gaze) or ``samples`` (bundled photos, no gaze).
+        db: the SQLite file (created when absent); stimuli go to a fresh ``<db stem>_media/<random>/`` beside it.
+        data: ``demo``, ``samples``, ``folder`` (``root``) or ``cub-gha`` (``fixations`` + ``root``); see
+            :func:`load_source`.
         mode: ``infer`` (mixing slider + confidence), ``softlabel`` (classes and probabilities) or ``click``.
         pool: how many source images to draw from the data set.
         distractors: extra classes offered beside the two true ones in soft-label mode.
-        items_per_annotator: regular items each annotator answers (default: all).
+        items_per_annotator: regular items each annotator answers (default: what fits, with checks and
+            repeats, in about 15 minutes at the mode's pace; see :mod:`gazemix.study.protocol`).
         repeats: items shown a second time at the end of each annotator's order (consistency).
+        title, instructions, consent: what the screen shows (markdown; defaults per mode).
+        questions: comprehension questions (see :func:`gazemix.study.protocol.check_questions`; default per mode).
+        minutes: the estimated time shown on the consent page (default: estimated from the pace).
+        completion_code, redirect_url: shown on the end page (default: a random 8-character code, no redirect).
+        synchronous: ``FULL`` or ``NORMAL`` durability of a new database (see :mod:`gazemix.study.db`).
+        log: called with one line per note (what was skipped while loading, ...).
     """
     if mode not in MODES:
-        raise StudyInputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    for arg, value, lo in (("--n", n, 1), ("--size", size, 8), ("--pool", pool, 2), ("--checks", checks, 0),
-                           ("--distractors", distractors, 0), ("--repeats", repeats, 0)):
-        if not isinstance(value, int) or value < lo:
-            raise StudyInputError(f"{arg} must be an integer >= {lo}, got {value!r}")
-    src = load_source(data, pool, size, seed)
-    names = check_mixers(mixers, src.gaze is not None)
-    db = init_db(db)
-    name = name or f"{data}-{mode}-seed{seed}"
-    media = db.parent / f"{db.stem}_media" / name
-    rel = media.relative_to(db.parent)
+        raise StudyInputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
+    _int_option("--n", n, 1, MAX_N)
+    _int_option("--size", size, 8, MAX_SIZE, " (stimuli are shown at most 320 px high)")
+    for option, value in (("--pool", pool), ("--checks", checks), ("--practice", practice),
+                          ("--distractors", distractors), ("--repeats", repeats)):
+        _int_option(option, value, 2 if option == "--pool" else 0, 10_000)
+    _int_option("--seed", seed, 0, 2 ** 63 - 1)
+    if items_per_annotator is not None:
+        _int_option("--items-per-annotator", items_per_annotator, 1, None,
+                    " (leave it out for the default: about 15 minutes of work)")
+    if minutes is not None:
+        _int_option("--minutes", minutes, 1, 600)
+    if not isinstance(max_skipped, (int, float)) or not 0 <= max_skipped <= 1:
+        raise StudyInputError(f"--max-skipped must be a fraction in [0, 1], got {max_skipped!r}", field="max_skipped")
+    need = pool * size * size * 4 * 5
+    if need > MEMORY_LIMIT:
+        raise StudyInputError(f"--pool {pool} at --size {size} needs about {need / 2 ** 30:.1f} GiB of memory (limit "
+                              f"{MEMORY_LIMIT / 2 ** 30:.0f} GiB); lower --size or --pool", field="size")
+    if checks + practice + 2 > pool:
+        raise StudyInputError(f"--pool {pool} is too small for {checks} checks and {practice} practice items",
+                              field="pool")
+    config = _study_config(mode, title=title, consent=consent, questions=questions, completion_code=completion_code,
+                           redirect_url=redirect_url)
+    name = check_study_name(name or f"{data}-{mode}-seed{seed}")
+    db = Path(db)
+    _check_db_target(db, name)
+    built = build_mixers(mixers, num_classes=2, seed=seed, has_gaze=None)  # context checks before loading data
+    src = load_source(data, pool, size, seed, root=root, fixations=fixations, fit=fit, max_skipped=max_skipped)
+    for note in src.notes:
+        (log or (lambda s: None))(f"{data}: {note}")
+    built = build_mixers([m.name for m in built], num_classes=len(src.class_names), seed=seed,
+                         has_gaze=src.gaze is not None)
+    regular_n = n
+    per_annotator = items_per_annotator or protocol.default_items_per_annotator(mode, checks=checks, repeats=repeats,
+                                                                                available=regular_n)
+    config.update(seed=seed, data=data, mixers=[m.name for m in built], size=size, items_per_annotator=per_annotator,
+                  repeats=repeats, minutes=minutes or protocol.estimated_minutes(
+                      mode, min(per_annotator, regular_n) + checks + min(repeats, regular_n) + practice))
+
+    media = media_folder(db)
     media.mkdir(parents=True, exist_ok=True)
-    items: list[ItemRecord] = []
-    for j, mixer_name in enumerate(names):
-        k = n // len(names) + (j < n % len(names))
-        if k:
-            items += _mix_items(src, mixer_name, k, seed + 1000 * j, media, rel)
-    items += _check_items(src, checks, mode, seed, media, rel)
-    rng = np.random.default_rng([seed, 11])
-    for it in items:
-        others = [c for c in src.class_names if c not in (it.class1, it.class2)]
-        extra = [others[i] for i in rng.choice(len(others), size=min(distractors, len(others)), replace=False)]
-        it.choices = [it.class1, it.class2] + extra
-    study = create_study(db, name, mode, config={"seed": seed, "data": data, "mixers": names, "size": size,
-                                                 "items_per_annotator": items_per_annotator, "repeats": repeats})
-    add_items(db, study, items)
+    token = secrets.token_hex(8)
+    tmp, final = media / f".building-{token}", media / token
+    tmp.mkdir()
+    secret = secrets.token_hex(16)
+    out = _Writer(secret, tmp, final.relative_to(db.parent))
+    try:
+        items: list[ItemRecord] = []
+        for j, mixer in enumerate(built):
+            k = n // len(built) + (j < n % len(built))
+            if k:
+                items += _mix_items(src, mixer, k, seed + 1000 * j, out, mode)
+        unmixed = np.random.default_rng([seed, 5]).permutation(src.images.shape[0])
+        items += _check_items(src, unmixed[:checks].tolist(), mode, seed, out)
+        example = _mix_items(src, built[0], 1, seed + 999_983, out, mode, prefix="example_")[0]
+        extra = _practice(src, unmixed[checks:checks + practice].tolist(), example, seed, distractors, out)
+        rng = np.random.default_rng([seed, 11])
+        for it in items:
+            it.choices = _choices(rng, src.class_names, it.class1, it.class2, distractors)
+
+        def move_into_place(con: sqlite3.Connection, study_id: int) -> None:
+            os.rename(tmp, final)
+
+        init_db(db, synchronous=synchronous)
+        study = create_study(db, name, mode, instructions=instructions or protocol.INSTRUCTIONS[mode], config=config,
+                             items=items, practice=extra, secret=secret, before_commit=move_into_place)
+    except BaseException:  # nothing was stored (the transaction rolled back): the fresh files go too
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        raise
     return study
