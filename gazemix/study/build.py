@@ -7,26 +7,19 @@ of the replayed human gaze mass that image 1 keeps (``MixResult.replay``). Atten
 images with a known answer, as HILL MixE's catch trials (Collins et al., UAI 2023); practice items are
 unmixed images too, so practice feedback never teaches a mixer's label.
 
-Nothing is written until every input is checked. The stimuli go to a fresh folder
-``<db stem>_media/<random>/`` under names salted with a per-study secret, and the folder is moved into place
-inside the transaction that stores the study: an existing study's files are never rewritten, and a refused
-or interrupted build leaves no study behind (at most a ``.building-*`` folder that can be deleted).
+Nothing is written until every input is checked; the stimuli then go to a fresh folder under salted names
+and appear together with the study (:mod:`gazemix.study.media`): an existing study's files are never
+rewritten, and a refused or interrupted build leaves no study behind (at most a ``.building-*`` folder).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import inspect
 import math
 import os
-import secrets
-import shutil
-import sqlite3
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,11 +29,12 @@ from torch import Tensor
 from gazemix.contract import Mixer, MixerInputError
 from gazemix.registry import create_mixer, mixer_class
 from gazemix.study import protocol
-from gazemix.study.db import StudyInputError, init_db, open_existing
-from gazemix.study.store import (MODES, ItemRecord, PracticeRecord, StudyInfo, check_study_name, create_study,
-                                 study_exists)
+from gazemix.study.db import StudyInputError, init_db
+from gazemix.study.media import StudyMedia
+from gazemix.study.store import (MODES, ItemRecord, PracticeRecord, StudyInfo, check_study_name, check_study_target,
+                                 create_study)
 
-__all__ = ["DATA_SETS", "SourceSet", "build_mixers", "build_study", "load_source", "media_folder", "stimulus_stem"]
+__all__ = ["DATA_SETS", "SourceSet", "build_mixers", "build_study", "load_source"]
 
 DATA_SETS = ("demo", "samples", "folder", "cub-gha")
 BATCH = 16
@@ -48,10 +42,6 @@ MAX_SIZE = 1024
 MAX_N = 100_000
 MEMORY_LIMIT = 2 * 2 ** 30  # bytes the source images, gaze and masks may take
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-DEFAULT_TITLE = {"infer": "How much of each? A study of blended pictures",
-                 "softlabel": "What do you see? A study of pictures",
-                 "click": "What decides the picture? A study of blended pictures"}
-_CODE_ALPHABET = string.ascii_uppercase + string.digits
 
 
 @dataclass
@@ -257,8 +247,10 @@ def load_source(name: str, n: int, size: int, seed: int, *, root: str | os.PathL
 
 
 # ------------------------------------------------------------------------------------------ mixers
-def build_mixers(names: Sequence[str], *, num_classes: int, seed: int, has_gaze: bool | None = None) -> list[Mixer]:
-    """Build the named mixers as a study would run them (``mode="elem"``: one ``lam`` per item) and refuse
+def build_mixers(names: Sequence[str], *, num_classes: int, seed: int, has_gaze: bool | None = None,
+                 mixer_opts: Mapping[str, Mapping[str, Any]] | None = None) -> list[Mixer]:
+    """Build the named mixers as a study would run them (``mode="elem"``: one ``lam`` per item, plus any
+    ``mixer_opts[name]``) and refuse
     those a study cannot run, judged on the *built* instance, as ``gazemix score`` skips them: one that needs
     context a data set cannot supply (a model, attention, ...; ``gaze`` only when ``has_gaze`` is False), or
     one whose label is set from the model's output on the mixed batch (``relabels_after_forward``, TransMix,
@@ -272,6 +264,7 @@ def build_mixers(names: Sequence[str], *, num_classes: int, seed: int, has_gaze:
         opts: dict[str, Any] = {"num_classes": num_classes, "seed": seed}
         if "mode" in inspect.signature(cls).parameters:
             opts["mode"] = "elem"
+        opts.update((mixer_opts or {}).get(cls.name, {}))
         try:
             mixer = create_mixer(cls.name, **opts)
         except (TypeError, ValueError) as err:
@@ -296,17 +289,6 @@ def build_mixers(names: Sequence[str], *, num_classes: int, seed: int, has_gaze:
 
 
 # ------------------------------------------------------------------------------------------ stimuli
-def stimulus_stem(secret: str, key: str) -> str:
-    """The file stem of a stimulus: HMAC-SHA256 of its key under the study's secret (nothing in the name tells
-    the mixer, the index or whether it is a check; without the secret it cannot be recomputed)."""
-    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()[:24]
-
-
-def media_folder(db: Path) -> Path:
-    """The folder holding the stimulus folders of every study in ``db``."""
-    return db.parent / f"{db.stem}_media"
-
-
 def _save_png(img: Tensor, path: Path) -> None:
     arr = (img.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     Image.fromarray(arr).save(path)
@@ -314,21 +296,19 @@ def _save_png(img: Tensor, path: Path) -> None:
 
 @dataclass
 class _Writer:
-    """Writes a study's files into its fresh folder (``tmp``), recording paths as they will be (``rel``)."""
+    """Writes a study's stimuli (PNG) and private maps (``.npy``, never served) into its fresh folder."""
 
-    secret: str
-    tmp: Path
-    rel: Path
+    media: StudyMedia
 
     def png(self, img: Tensor, key: str) -> str:
-        stem = stimulus_stem(self.secret, key)
-        _save_png(img, self.tmp / f"{stem}.png")
-        return str(self.rel / f"{stem}.png")
+        path, rel = self.media.path(key, ".png")
+        _save_png(img, path)
+        return rel
 
     def npy(self, arr: Tensor, key: str, kind: str) -> str:
-        stem = stimulus_stem(self.secret, f"{key}/{kind}")
-        np.save(self.tmp / f"{stem}.npy", arr.to(torch.float16).numpy())
-        return str(self.rel / f"{stem}.npy")
+        path, rel = self.media.path(f"{key}/{kind}", ".npy")
+        np.save(path, arr.to(torch.float16).numpy())
+        return rel
 
 
 def _item_params(params: dict[str, Any], b: int, batch: int) -> dict[str, Any]:
@@ -451,41 +431,6 @@ def _int_option(option: str, value: Any, lo: int, hi: int | None = None, hint: s
     return value
 
 
-def _check_db_target(db: Path, name: str) -> None:
-    """Refuse before anything is written: a folder, a file that is not a study database, or a taken name."""
-    if db.exists() or db.is_dir():
-        open_existing(db, writable=True)
-        if study_exists(db, name):
-            raise StudyInputError(f"a study named {name!r} already exists in {db}; its files are kept as they are. "
-                                  "Pass another --name (or another --db)", field="name")
-        return
-    folder = db.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise StudyInputError(f"--db {db}: {folder} is a file, not a folder", field="db")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise StudyInputError(f"--db {db} cannot be created: {folder} is not writable; pass a path in a folder you "
-                              "can write", field="db")
-
-
-def _study_config(mode: str, *, title: str | None, consent: str | None, questions: list | None,
-                  completion_code: str | None, redirect_url: str | None) -> dict[str, Any]:
-    if title is not None and (not title.strip() or len(title) > 200):
-        raise StudyInputError("--title must be 1..200 characters", field="title")
-    if completion_code is not None and not (1 <= len(completion_code) <= 64 and all(
-            c in _CODE_ALPHABET + string.ascii_lowercase + "_-" for c in completion_code)):
-        raise StudyInputError("--completion-code must be 1..64 letters, digits, _ or -", field="completion_code")
-    if redirect_url is not None and (not redirect_url.startswith(("https://", "http://")) or len(redirect_url) > 500
-                                     or any(c in redirect_url for c in " \"'<>")):
-        raise StudyInputError(f"--redirect-url must be an http(s):// address without spaces or quotes, got "
-                              f"{redirect_url[:60]!r}", field="redirect_url")
-    return {"title": title or DEFAULT_TITLE[mode], "consent": consent or protocol.DEFAULT_CONSENT,
-            "questions": protocol.check_questions(questions) if questions is not None else protocol.QUESTIONS[mode],
-            "completion_code": completion_code or "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8)),
-            "redirect_url": redirect_url}
-
-
 def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[str] = ("mixup", "cutmix"),
                 n: int = 200, seed: int = 0, mode: str = "infer", size: int = 224, pool: int = 256,
                 checks: int = 4, practice: int = 3, distractors: int = 2, name: str | None = None,
@@ -494,6 +439,7 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
                 minutes: int | None = None, completion_code: str | None = None, redirect_url: str | None = None,
                 root: str | os.PathLike | None = None, fixations: str | os.PathLike | None = None,
                 fit: str = "center_crop", max_skipped: float = 0.01, synchronous: str = "FULL",
+                mixer_opts: Mapping[str, Mapping[str, Any]] | None = None,
                 log: Callable[[str], None] | None = None) -> StudyInfo:
     """Create a study of ``n`` mixed items (split evenly over ``mixers``), ``checks`` attention checks,
     ``practice`` practice items and one worked example.
@@ -513,10 +459,18 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
         minutes: the estimated time shown on the consent page (default: estimated from the pace).
         completion_code, redirect_url: shown on the end page (default: a random 8-character code, no redirect).
         synchronous: ``FULL`` or ``NORMAL`` durability of a new database (see :mod:`gazemix.study.db`).
+        mixer_opts: extra options per mixer name (e.g. ``{"lumix": {"noise": 0.2}}``).
         log: called with one line per note (what was skipped while loading, ...).
     """
     if mode not in MODES:
         raise StudyInputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
+    if data not in DATA_SETS:
+        raise StudyInputError(f"--data must be one of {', '.join(DATA_SETS)}, got {data!r}", field="data")
+    if data == "folder" and root is None:
+        raise StudyInputError("--data folder needs --root: a folder of class sub-folders holding images", field="root")
+    if data == "cub-gha" and (fixations is None or root is None):
+        raise StudyInputError("--data cub-gha needs --fixations (the CUB-GHA data_5runs folder) and --root (the "
+                              "CUB_200_2011 folder with images/): a study shows the photographs", field="data")
     _int_option("--n", n, 1, MAX_N)
     _int_option("--size", size, 8, MAX_SIZE, " (stimuli are shown at most 320 px high)")
     for option, value in (("--pool", pool), ("--checks", checks), ("--practice", practice),
@@ -537,17 +491,19 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
     if checks + practice + 2 > pool:
         raise StudyInputError(f"--pool {pool} is too small for {checks} checks and {practice} practice items",
                               field="pool")
-    config = _study_config(mode, title=title, consent=consent, questions=questions, completion_code=completion_code,
+    config = protocol.study_config(mode, title=title, consent=consent, questions=questions, completion_code=completion_code,
                            redirect_url=redirect_url)
     name = check_study_name(name or f"{data}-{mode}-seed{seed}")
     db = Path(db)
-    _check_db_target(db, name)
-    built = build_mixers(mixers, num_classes=2, seed=seed, has_gaze=None)  # context checks before loading data
+    check_study_target(db, name)
+    built = build_mixers(mixers, num_classes=2, seed=seed, has_gaze=None,  # context checks before loading data
+                         mixer_opts=mixer_opts)
+    (log or (lambda s: None))(f"building a {mode} study from --data {data} with {', '.join(m.name for m in built)}")
     src = load_source(data, pool, size, seed, root=root, fixations=fixations, fit=fit, max_skipped=max_skipped)
     for note in src.notes:
         (log or (lambda s: None))(f"{data}: {note}")
     built = build_mixers([m.name for m in built], num_classes=len(src.class_names), seed=seed,
-                         has_gaze=src.gaze is not None)
+                         has_gaze=src.gaze is not None, mixer_opts=mixer_opts)
     regular_n = n
     per_annotator = items_per_annotator or protocol.default_items_per_annotator(mode, checks=checks, repeats=repeats,
                                                                                 available=regular_n)
@@ -555,13 +511,8 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
                   repeats=repeats, minutes=minutes or protocol.estimated_minutes(
                       mode, min(per_annotator, regular_n) + checks + min(repeats, regular_n) + practice))
 
-    media = media_folder(db)
-    media.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(8)
-    tmp, final = media / f".building-{token}", media / token
-    tmp.mkdir()
-    secret = secrets.token_hex(16)
-    out = _Writer(secret, tmp, final.relative_to(db.parent))
+    media = StudyMedia(db)
+    out = _Writer(media)
     try:
         items: list[ItemRecord] = []
         for j, mixer in enumerate(built):
@@ -575,15 +526,10 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
         rng = np.random.default_rng([seed, 11])
         for it in items:
             it.choices = _choices(rng, src.class_names, it.class1, it.class2, distractors)
-
-        def move_into_place(con: sqlite3.Connection, study_id: int) -> None:
-            os.rename(tmp, final)
-
         init_db(db, synchronous=synchronous)
         study = create_study(db, name, mode, instructions=instructions or protocol.INSTRUCTIONS[mode], config=config,
-                             items=items, practice=extra, secret=secret, before_commit=move_into_place)
+                             items=items, practice=extra, secret=media.secret, before_commit=media.move_into_place)
     except BaseException:  # nothing was stored (the transaction rolled back): the fresh files go too
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)
+        media.discard()
         raise
     return study

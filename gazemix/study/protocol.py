@@ -16,18 +16,25 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
 from gazemix.study.db import StudyInputError
 
 __all__ = ["DEFAULT_CONSENT", "INSTRUCTIONS", "QUESTIONS", "SECONDS_PER_ITEM", "TARGET_MINUTES", "OVERHEAD_S",
-           "check_questions", "default_items_per_annotator", "estimated_minutes", "load_questions", "read_text_file"]
+           "check_questions", "default_items_per_annotator", "estimated_minutes", "load_questions", "read_text_file",
+           "study_config"]
 
 TARGET_MINUTES = 15
 OVERHEAD_S = 180
 SECONDS_PER_ITEM = {"infer": 9, "softlabel": 26, "click": 9}
 MAX_QUESTIONS = 10
+DEFAULT_TITLE = {"infer": "How much of each? A study of blended pictures",
+                 "softlabel": "What do you see? A study of pictures",
+                 "click": "What decides the picture? A study of blended pictures"}
+_CODE_ALPHABET = string.ascii_uppercase + string.digits
 
 DEFAULT_CONSENT = (
     "You are invited to take part in a short research study about how people see **blended images**. "
@@ -152,3 +159,22 @@ def load_questions(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise StudyInputError(f"--questions {path}, line {err.lineno}: not JSON ({err.msg})", field="questions") \
             from None
     return check_questions(data, f"--questions {path}")
+
+
+def study_config(mode: str, *, title: str | None, consent: str | None, questions: list | None,
+                 completion_code: str | None, redirect_url: str | None) -> dict[str, Any]:
+    """What the screens show, checked, with the defaults filled in: ``title``, ``consent``, ``questions``,
+    ``completion_code`` (a random 8-character code by default) and ``redirect_url`` (none by default)."""
+    if title is not None and (not title.strip() or len(title) > 200):
+        raise StudyInputError("--title must be 1..200 characters", field="title")
+    if completion_code is not None and not (1 <= len(completion_code) <= 64 and all(
+            c in _CODE_ALPHABET + string.ascii_lowercase + "_-" for c in completion_code)):
+        raise StudyInputError("--completion-code must be 1..64 letters, digits, _ or -", field="completion_code")
+    if redirect_url is not None and (not redirect_url.startswith(("https://", "http://")) or len(redirect_url) > 500
+                                     or any(c in redirect_url for c in " \"'<>")):
+        raise StudyInputError(f"--redirect-url must be an http(s):// address without spaces or quotes, got "
+                              f"{redirect_url[:60]!r}", field="redirect_url")
+    return {"title": title or DEFAULT_TITLE[mode], "consent": consent or DEFAULT_CONSENT,
+            "questions": check_questions(questions) if questions is not None else QUESTIONS[mode],
+            "completion_code": completion_code or "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8)),
+            "redirect_url": redirect_url}

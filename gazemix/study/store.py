@@ -22,15 +22,16 @@ import re
 import sqlite3
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from gazemix.study.db import StudyInputError, connect, transaction
+from gazemix.study.db import StudyInputError, connect, open_existing, transaction
 
 __all__ = ["MAX_CLICKS", "MODES", "SLIDER_START", "Answer", "AnnotatorStatus", "Assignment", "ItemRecord",
            "PracticeRecord", "Progress", "StudyInfo", "add_items", "check_annotator_id", "check_clicks",
-           "check_study_name",
+           "check_study_name", "check_study_target",
            "check_comprehension", "create_study", "get_study", "next_assignment", "practice_feedback",
            "practice_items", "progress", "record_consent", "record_event", "record_missing_stimulus",
            "start_annotator", "annotator_status", "study_exists", "submit_answer", "validate_answer"]
@@ -245,6 +246,26 @@ def create_study(db: str | os.PathLike, name: str, mode: str, *, instructions: s
         raise StudyInputError(f"could not create study {name!r}: {err} (item keys must be unique and weights in "
                               "[0, 1])") from err
     return StudyInfo(study_id, name, mode, instructions, dict(config or {}))
+
+
+def check_study_target(db: str | os.PathLike, name: str) -> None:
+    """Refuse before anything is written: a folder, a file that is not a study database, a folder that cannot
+    be written, or a study name that is taken (whose files are then left exactly as they are)."""
+    db = Path(db)
+    if db.exists() or db.is_dir():
+        open_existing(db, writable=True)
+        if study_exists(db, name):
+            raise StudyInputError(f"a study named {name!r} already exists in {db}; its files are kept as they are. "
+                                  "Pass another --name (or another --db)", field="name")
+        return
+    folder = db.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise StudyInputError(f"--db {db}: {folder} is a file, not a folder", field="db")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StudyInputError(f"--db {db} cannot be created: {folder} is not writable; pass a path in a folder you "
+                              "can write", field="db")
 
 
 def get_study(db: str | os.PathLike, name: str | None = None) -> StudyInfo:
