@@ -326,7 +326,7 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
 
         def fresh(state: dict, **kw: Any) -> dict:
             return {**state, "shown_at": time.monotonic(), "mix_touched": False, "conf_touched": False, "clicks": [],
-                    **kw}
+                    "answered": False, **kw}
 
         def practice_page(state: dict, k: int) -> dict:
             while k < len(practice):
@@ -356,7 +356,7 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
                 asg = next_assignment(db, ann)
                 prog = progress(db, ann)
                 if asg is None:
-                    return end_page(state, prog.total, note)
+                    return end_page(state, prog.total)
                 it = asg.item
                 scale = display_scale(it["height"], it["width"])
                 try:
@@ -375,9 +375,9 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
                     sess: st, image: img, progress_html: bar, banner: "",
                     prompt_md: PROMPT[mode].format(a=_md(asg.left_class), b=_md(asg.right_class)), status_md: note}
 
-        def end_page(state: dict, total: int, note: str = "") -> dict:
+        def end_page(state: dict, total: int) -> dict:
             code = cfg.get("completion_code")
-            text = (f"## Thank you!\nYou have answered all {total} items. {note}\n\n"
+            text = (f"## Thank you!\nYou have answered all {total} items.\n\n"
                     + (f"Your completion code is **<code id='code'>{html.escape(str(code))}</code>**. "
                        if code else "")
                     + ("Press the button below to return to the recruiting site." if cfg.get("redirect_url")
@@ -534,7 +534,7 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
             stale = current(state)
             if stale is not None:
                 return stale
-            if state.get("answered"):
+            if state["stage"] == "practice" and state["answered"]:
                 raise StudyInputError("press Next for the next practice item", field="clicks")
             return {**cleared(), sess: {**state, "clicks": []}, image: shown(state, []),
                     controls["clicks"]: "No clicks yet."}
@@ -556,7 +556,7 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
                 right, text = practice_feedback(mode, {**it, "choices": state["choices"]}, answer,
                                                 left_is_image1=state["left1"])
                 _log_practice(it, answer, right, state, session)
-                out = {**cleared(), sess: {**state, "answered": True}, feedback_md: ("✅ " if right else "❌ ") + text,
+                out = {**cleared(), sess: {**state, "answered": True}, feedback_md: ("**Right.** " if right else "**Not quite.** ") + text,
                        submit_btn: gr.update(visible=False), next_btn: gr.update(visible=True)}
                 if mode == "click" and it["answer"].get("box") is not None:
                     out[image] = shown(state, state["clicks"], it["answer"]["box"])

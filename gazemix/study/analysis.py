@@ -415,8 +415,9 @@ def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def _markdown(summary: dict[str, Any]) -> str:
     s = summary
     headers, rows = summary_table(summary)
-    table = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |"
-                                                                                for r in rows]
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731 - |h-label| must not split a markdown cell
+    table = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)] + [
+        "| " + " | ".join(map(cell, r)) + " |" for r in rows]
     checks = s["attention_checks"]
     lines = [f"# {s['title']} — human judgments", "",
              f"- study `{s['study']}` ({s['mode']} mode): {s['n_responses']} answers from {s['n_annotators']} "
@@ -433,7 +434,7 @@ def _markdown(summary: dict[str, Any]) -> str:
         meaning = PER_MIXER_COLUMNS[names.get(col, col)]
         if col == "bias [95% CI]":
             meaning += "; in brackets its 95 % item-bootstrap interval (an interval containing 0: within noise)"
-        lines.append(f"| {col} | {meaning} |")
+        lines.append(f"| {cell(col)} | {cell(meaning)} |")
     lines += ["", "`per_mixer.csv` has every column above plus the gaze-side intervals, correlations, flags and "
               "response times.", "", "## Answers left out", ""]
     lines += [f"- {k}: {v}" for k, v in s["dropped"].items()] or ["- none"]

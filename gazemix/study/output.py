@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -45,7 +45,8 @@ def output_folder(out: str | os.PathLike, kind: str) -> Iterator[Path]:
     _check_target(out, kind)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+        tmp.mkdir()  # (not mkdtemp: the folder gets the usual permissions, not 0700)
     except OSError as err:
         raise StudyInputError(f"--out {out}: cannot write there ({err.strerror}); pass a folder you can write",
                               field="out") from None
@@ -55,8 +56,8 @@ def output_folder(out: str | os.PathLike, kind: str) -> Iterator[Path]:
         _check_target(out, kind)  # again: something may have appeared meanwhile
         old = None
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
+            old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+            os.replace(out, old)
         os.replace(tmp, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -664,12 +664,12 @@ def practice_feedback(mode: str, item: dict[str, Any], answer: Answer, *, left_i
     if mode == "infer":
         w = cols["weight1"]
         if w >= 1 - PRACTICE_TOLERANCE:
-            return True, f"Right: this picture shows only a **{pure}**, and your answer gives it {w:.0%}."
+            return True, f"This picture shows only a **{pure}**, and your answer gives it {w:.0%}."
         return False, (f"This picture shows only a **{pure}** (no {other}), so the slider belongs at the *{pure}* end; "
                        f"your answer gives the {pure} {w:.0%}. Move the slider towards the class you see.")
     if mode == "softlabel":
         if cols["choice1"] == pure:
-            return True, f"Right: this picture shows a **{pure}**."
+            return True, f"This picture shows a **{pure}**."
         return False, f"This picture shows a **{pure}**; you chose {cols['choice1']} as the most likely class."
     clicks = json.loads(cols["clicks"])
     box = (item.get("answer") or {}).get("box")
@@ -678,5 +678,5 @@ def practice_feedback(mode: str, item: dict[str, Any], answer: Answer, *, left_i
                       "object that decides what the picture shows.")
     y1, x1, y2, x2 = box
     if any(x1 - 0.5 <= x <= x2 - 0.5 and y1 - 0.5 <= y <= y2 - 0.5 for x, y in clicks):
-        return True, f"Right: your click is on the **{pure}** (inside the green box)."
+        return True, f"Your click is on the **{pure}** (inside the green box)."
     return False, f"The **{pure}** is inside the green box; your clicks missed it. Click on the object itself."
