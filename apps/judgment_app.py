@@ -556,7 +556,8 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
                 right, text = practice_feedback(mode, {**it, "choices": state["choices"]}, answer,
                                                 left_is_image1=state["left1"])
                 _log_practice(it, answer, right, state, session)
-                out = {**cleared(), sess: {**state, "answered": True}, feedback_md: ("**Right.** " if right else "**Not quite.** ") + text,
+                out = {**cleared(), sess: {**state, "answered": True},
+                       feedback_md: ("**Right.** " if right else "**Not quite.** ") + text,
                        submit_btn: gr.update(visible=False), next_btn: gr.update(visible=True)}
                 if mode == "click" and it["answer"].get("box") is not None:
                     out[image] = shown(state, state["clicks"], it["answer"]["box"])
@@ -610,7 +611,7 @@ def serve(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.judgment_app --db study.sqlite [--study NAME] [--host --port --auth user:pass | --auth-file]``."""
+    """``python -m apps.judgment_app --db study.sqlite [--study NAME] [--host --port --auth U:P | --auth-file F]``."""
     p = argparse.ArgumentParser(prog="python -m apps.judgment_app", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,8 @@ from gazemix.study.protocol import QUESTIONS
 from tests.app_helpers import free_port, rows
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="Debian's chromium is not installed (apt-get install chromium)")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "app"
 UPDATE = os.environ.get("GAZEMIX_UPDATE_SCREENSHOTS") == "1"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -288,7 +288,8 @@ def test_click_every_rejection_marker_and_limit(chromium_browser, study, shots):
         shots(page, "click")
         for n in range(2, 21):
             _click(page, r["x"] + 10 + 8 * n, r["y"] + r["h"] - 12, f"{n} click(s)")
-        _click(page, r["x"] + 5, r["y"] + 5, "at most 20 clicks", "#clicks-msg", redraws=False)  # the 21st: refused as it is made
+        # the 21st click is refused as it is made
+        _click(page, r["x"] + 5, r["y"] + 5, "at most 20 clicks", "#clicks-msg", redraws=False)
         page.locator("#clear").click()
         _see(page, "#clicks", "No clicks yet")
         _click(page, cx, cy, "1 click(s)")

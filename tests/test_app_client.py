@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -283,7 +282,8 @@ def test_click_study_refuses_malformed_outside_and_too_many_clicks(tmp_path):
         for data, message in (({"index": "abc", "value": None}, "could not read where you clicked"),
                               ({"index": [1, 2, 3]}, "could not read"), ({}, "could not read"),
                               ({"index": [True, 5]}, "could not read"),
-                              ({"index": [-1, 5]}, "outside the picture"), ({"index": [5, 256]}, "outside the picture")):
+                              ({"index": [-1, 5]}, "outside the picture"),
+                              ({"index": [5, 256]}, "outside the picture")):
             out = dict(zip(raw_ids, _raw_select(url, h, dep, trigger, data)))
             assert message in text(out["clicks-msg"]), (data, out["clicks-msg"])
         for k in range(20):  # 32 px shown 8x: display position 8k+3.5 is the centre of image pixel k

@@ -181,7 +181,8 @@ def test_import_with_images_is_served_without_refuses(tmp_path, capsys):
     check_servable(db, study)
     t = load_tables(db, "served")
     for path in t.items["image_path"]:  # copied under salted names: the file name no longer tells lam
-        assert "mixed_" not in path and (tmp_path / path).read_bytes() == (stim / "mixed_0.5_Cat_1_Dog_2.png").read_bytes()
+        assert "mixed_" not in path
+        assert (tmp_path / path).read_bytes() == (stim / "mixed_0.5_Cat_1_Dog_2.png").read_bytes()
     assert study.config["items_per_annotator"] == 2 and study.questions and study.consent
     (stim / "mixed_0.5_Cat_1_Dog_2.png").unlink()
     with pytest.raises(StudyInputError, match="lacks 1 of the 2 stimuli"):

@@ -172,7 +172,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
                 rows = con.execute("SELECT position, item_id FROM assignments WHERE annotator_id = ?", (ann,)).fetchall()
                 con.close()
                 for pos, item in rows:
-                    submit_answer(db, study, ann, pos, item, Answer(slider=(pos * 7) % 100 + 1, slider_touched=True, confidence=40))
+                    submit_answer(db, study, ann, pos, item, Answer(slider=(pos * 7) % 100 + 1, slider_touched=True,
+                                                                    confidence=40))
         except Exception as err:  # noqa: BLE001 - surfaced below
             errors.append(err)
 

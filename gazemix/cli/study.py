@@ -49,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s = b.add_argument_group("what participants see")
     s.add_argument("--title", default=None, help="heading of every page (default per mode)")
     s.add_argument("--instructions", default=None, metavar="FILE.md", help="instructions (markdown; default per mode)")
-    s.add_argument("--consent", default=None, metavar="FILE.md", help="consent text (markdown; a generic one by default)")
+    s.add_argument("--consent", default=None, metavar="FILE.md",
+                   help="consent text (markdown; a generic one by default)")
     s.add_argument("--questions", default=None, metavar="FILE.json",
                    help='comprehension questions: [{"question": ..., "options": [...], "answer": ...}, ...]')
     s.add_argument("--minutes", type=int, default=None, help="estimated time shown on the consent page "

@@ -477,8 +477,9 @@ def write_report(db: str | os.PathLike, out: str | os.PathLike, *, study: str | 
     summary = {
         "study": t.study["name"], "title": t.study["title"], "mode": t.study["mode"], "n_items": int(len(t.items)),
         "n_annotators": n_ann, "n_responses": int(len(t.responses)),
-        "attention_checks": {"n": int(len(checks)), "pass_rate": float(checks["passed"].mean()) if len(checks) else None,
-                             "failed": [{"annotator": a, "item": k} for a, k in zip(failed["annotator"], failed["key"])]},
+        "attention_checks": {
+            "n": int(len(checks)), "pass_rate": float(checks["passed"].mean()) if len(checks) else None,
+            "failed": [{"annotator": a, "item": k} for a, k in zip(failed["annotator"], failed["key"])]},
         "dropped": dropped_answers(t),
         "per_mixer": tables["per_mixer"].to_dict(orient="records"),
         "agreement": tables["agreement"].to_dict(orient="records"),

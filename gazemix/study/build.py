@@ -184,8 +184,8 @@ def _cub_source(fixations: str | None, root: str | None, pool: int, size: int, s
     if not have:
         raise StudyInputError(f"--root {root}: none of the {len(cub)} images listed in images.txt is under images/; "
                               "pass the CUB_200_2011 folder that holds the photographs", field="root")
-    _skip_check(missing, len(cub), max_skipped, f"--root {root} (images listed but missing)",
-                next(s.image_path for s in cub if not (s.image_path and Path(s.image_path).is_file())) if missing else "")
+    example = next((s.image_path for s in cub if not (s.image_path and Path(s.image_path).is_file())), "")
+    _skip_check(missing, len(cub), max_skipped, f"--root {root} (images listed but missing)", str(example))
     if missing:
         notes.append(f"{missing} of {len(cub)} listed images are missing under images/")
     chosen = [have[i] for i in _pool_order(len(have), pool, seed)]
@@ -491,8 +491,8 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
     if checks + practice + 2 > pool:
         raise StudyInputError(f"--pool {pool} is too small for {checks} checks and {practice} practice items",
                               field="pool")
-    config = protocol.study_config(mode, title=title, consent=consent, questions=questions, completion_code=completion_code,
-                           redirect_url=redirect_url)
+    config = protocol.study_config(mode, title=title, consent=consent, questions=questions,
+                                   completion_code=completion_code, redirect_url=redirect_url)
     name = check_study_name(name or f"{data}-{mode}-seed{seed}")
     db = Path(db)
     check_study_target(db, name)

@@ -31,9 +31,9 @@ def _stimuli(img_dir: Path, keys: list[str]) -> dict[str, tuple[int, int]]:
                               field="images")
     missing = [k for k in keys if not (img_dir / k).is_file()]
     if missing:
-        raise StudyInputError(f"--images {img_dir} lacks {len(missing)} of the {len(keys)} stimuli (e.g. {missing[0]}); "
-                              "pass the folder holding all of them, or leave out --images (the study can then be "
-                              "reported but not served)", field="images")
+        raise StudyInputError(f"--images {img_dir} lacks {len(missing)} of the {len(keys)} stimuli (e.g. "
+                              f"{missing[0]}); pass the folder holding all of them, or leave out --images (the study "
+                              "can then be reported but not served)", field="images")
     sizes = {}
     for k in keys:
         try:

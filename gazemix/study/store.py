@@ -459,8 +459,8 @@ def check_comprehension(db: str | os.PathLike, study: StudyInfo, annotator_id: i
     missing answers (empty: passed, and the annotator may answer the items)."""
     qs = study.questions
     if not isinstance(answers, (list, tuple)) or len(answers) != len(qs):
-        raise StudyInputError(f"expected {len(qs)} answers, got {len(answers) if isinstance(answers, (list, tuple)) else 0}",
-                              field="questions")
+        got = len(answers) if isinstance(answers, (list, tuple)) else 0
+        raise StudyInputError(f"expected {len(qs)} answers, got {got}", field="questions")
     wrong = [k for k, (q, a) in enumerate(zip(qs, answers)) if a != q["answer"]]
     session = _check_session(session)
     with transaction(db) as con:
