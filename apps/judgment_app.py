@@ -343,7 +343,7 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
                 a, b = (it["class1"], it["class2"]) if left1 else (it["class2"], it["class1"])
                 choices = [it["choices"][j] for j in rng.permutation(len(it["choices"]))]
                 st = fresh(state, stage="practice", practice_k=k, left1=left1, h=it["height"], w=it["width"],
-                           k=scale, choices=choices, answered=False)
+                           scale=scale, choices=choices, answered=False)
                 return {**page("task"), **reset_controls(a, b, choices), sess: st, image: img,
                         progress_html: "", prompt_md: PROMPT[mode].format(a=_md(a), b=_md(b)),
                         banner: f"**Practice {k + 1} of {len(practice)}** — not part of the study; you will see "
@@ -370,7 +370,7 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
             bar = (f"<progress value='{prog.done}' max='{prog.total}' style='width:100%'></progress>"
                    f"<div>Item {prog.done + 1} of {prog.total} — <b id='progress-text'>{prog}</b> done</div>")
             st = fresh(state, stage="items", pos=asg.position, item_id=int(it["id"]), h=it["height"], w=it["width"],
-                       k=scale)
+                       scale=scale)
             return {**page("task"), **cleared(), **reset_controls(asg.left_class, asg.right_class, asg.choice_order),
                     sess: st, image: img, progress_html: bar, banner: "",
                     prompt_md: PROMPT[mode].format(a=_md(asg.left_class), b=_md(asg.right_class)), status_md: note}
@@ -510,17 +510,18 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
                 rel = practice[state["practice_k"]]["image_path"]
             else:
                 rel = next_assignment(db, state["ann"]).item["image_path"]
-            return _marked(_load_stimulus(root, rel, state["k"]), clicks, state["k"], box)
+            return _marked(_load_stimulus(root, rel, state["scale"]), clicks, state["scale"], box)
 
         def click(state: dict | None, request: gr.Request, evt: gr.EventData) -> dict:
             state = owner(state, request, ("items", "practice"))
             stale = current(state)
             if stale is not None:
                 return stale
-            if state.get("answered"):
+            if state["stage"] == "practice" and state["answered"]:
                 raise StudyInputError("press Next for the next practice item", field="clicks")
             data = getattr(evt, "_data", None)  # the raw event data: a malformed one gets our message, not a KeyError
-            pt = parse_click(data.get("index") if isinstance(data, dict) else None, state["h"], state["w"], state["k"])
+            index = data.get("index") if isinstance(data, dict) else None
+            pt = parse_click(index, state["h"], state["w"], state["scale"])
             if len(state["clicks"]) >= MAX_CLICKS:
                 raise StudyInputError(f"at most {MAX_CLICKS} clicks per picture; press Clear clicks to start over",
                                       field="clicks")

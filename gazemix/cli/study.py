@@ -20,32 +20,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="build a human-judgment study for `gazemix app`",
                        description="Build a human-judgment study: mix a data set, render PNGs, store the items.")
     ssub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
-    b = ssub.add_parser("build", help="mix images and create the study database",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b = ssub.add_parser("build", help="mix images and create the study database")
     g = b.add_argument_group("data")
     g.add_argument("--data", default="demo", choices=("demo", "samples", "folder", "cub-gha"),
                    help="demo (synthetic, simulated gaze), samples (bundled photos), folder (--root of class "
-                        "sub-folders) or cub-gha (--fixations + --root CUB_200_2011)")
+                        "sub-folders) or cub-gha (--fixations + --root CUB_200_2011); default demo")
     g.add_argument("--root", default=None, help="folder: root/<class>/<image>; cub-gha: the CUB_200_2011 folder")
     g.add_argument("--fixations", default=None, help="cub-gha: the folder holding Fixation_run<k>.txt")
     g.add_argument("--fit", default="center_crop", choices=("center_crop", "resize"),
-                   help="how photographs are brought to --size")
+                   help="how photographs are brought to --size (default center_crop)")
     g.add_argument("--max-skipped", type=float, default=0.01,
-                   help="stop when more than this fraction of the data's records is unusable")
-    g.add_argument("--size", type=int, default=224, help="image side in pixels (8..1024)")
-    g.add_argument("--pool", type=int, default=256, help="source images drawn from the data set")
+                   help="stop when more than this fraction of the data's records is unusable (default 0.01)")
+    g.add_argument("--size", type=int, default=224, help="image side in pixels, 8..1024 (default 224)")
+    g.add_argument("--pool", type=int, default=256, help="source images drawn from the data set (default 256)")
     m = b.add_argument_group("items")
-    m.add_argument("--mixers", default="mixup,cutmix", help="comma-separated registered mixers")
-    m.add_argument("--n", type=int, default=200, help="number of mixed items, split over the mixers")
-    m.add_argument("--seed", type=int, default=0, help="random seed")
+    m.add_argument("--mixers", default="mixup,cutmix", help="comma-separated registered mixers (default mixup,cutmix)")
+    m.add_argument("--n", type=int, default=200, help="number of mixed items, split over the mixers (default 200)")
+    m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     m.add_argument("--mode", default="infer", choices=("infer", "softlabel", "click"),
-                   help="elicitation: infer (mixing slider + confidence), softlabel, click")
-    m.add_argument("--checks", type=int, default=4, help="attention-check items (unmixed images)")
-    m.add_argument("--practice", type=int, default=3, help="practice items with feedback (unmixed images)")
-    m.add_argument("--distractors", type=int, default=2, help="extra classes offered in softlabel mode")
+                   help="elicitation: infer (mixing slider + confidence; default), softlabel, click")
+    m.add_argument("--checks", type=int, default=4, help="attention-check items: unmixed images (default 4)")
+    m.add_argument("--practice", type=int, default=3, help="practice items with feedback: unmixed images (default 3)")
+    m.add_argument("--distractors", type=int, default=2, help="extra classes offered in softlabel mode (default 2)")
     m.add_argument("--items-per-annotator", type=int, default=None,
                    help="regular items per annotator (default: what fits in about 15 minutes at the mode's pace)")
-    m.add_argument("--repeats", type=int, default=2, help="items repeated at the end for consistency")
+    m.add_argument("--repeats", type=int, default=2, help="items repeated at the end for consistency (default 2)")
     s = b.add_argument_group("what participants see")
     s.add_argument("--title", default=None, help="heading of every page (default per mode)")
     s.add_argument("--instructions", default=None, metavar="FILE.md", help="instructions (markdown; default per mode)")
@@ -61,8 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--db", required=True, help="SQLite file to create or add the study to")
     d.add_argument("--name", default=None, help="study name (default <data>-<mode>-seed<seed>)")
     d.add_argument("--synchronous", default="full", choices=("full", "normal"),
-                   help="durability of a new database: full (answers survive an OS crash) or normal (faster; "
-                        "survive a killed server only)")
+                   help="durability of a new database: full (default; answers survive an OS crash) or normal "
+                        "(faster; answers survive a killed server only)")
     p.set_defaults(func=run)
 
 
