@@ -219,7 +219,7 @@ def test_hmix_ids_validated_and_formula_cells_neutralised(tmp_path):
     (["--n", "0"], "--n must be a whole number from 1"),
     (["--redirect-url", "javascript:alert(1)"], "--redirect-url must be an http(s)://"),
     (["--data", "folder"], "--data folder needs --root"),
-    (["--data", "cub-gha"], "needs --fixations"),
+    (["--data", "cub-gha"], "needs --root and --fixations"),
 ])
 def test_study_build_user_errors(tmp_path, capsys, argv, message):
     db = tmp_path / "u.sqlite"

@@ -105,9 +105,9 @@ def test_cub_study_photographs_gaze_and_boxes(tmp_path):
 
 def test_cub_missing_images_counted_and_refused_over_threshold(tmp_path):
     gaze, cub = _cub(tmp_path, missing=3)
-    with pytest.raises(StudyInputError, match=r"images listed but missing\): 3 of 12 records are unusable"):
+    with pytest.raises(StudyInputError, match=r"photographs listed but missing\): 3 of 12 records are unusable"):
         build_study(tmp_path / "m.sqlite", data="cub-gha", fixations=gaze, root=cub, **OPTS)
     notes = []
     build_study(tmp_path / "m.sqlite", data="cub-gha", fixations=gaze, root=cub, max_skipped=0.5, log=notes.append,
                 **OPTS)
-    assert any("3 of 12 listed images are missing" in n for n in notes)
+    assert any("3 of 12 listed photographs are missing" in n for n in notes)

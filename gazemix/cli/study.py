@@ -21,12 +21,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Build a human-judgment study: mix a data set, render PNGs, store the items.")
     ssub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
     b = ssub.add_parser("build", help="mix images and create the study database")
+    from gazemix.datasets import DATA_SETS
+
     g = b.add_argument_group("data")
-    g.add_argument("--data", default="demo", choices=("demo", "samples", "folder", "cub-gha"),
+    g.add_argument("--data", default="demo", choices=("demo", "samples", *(n for n in DATA_SETS if n != "demo")),
                    help="demo (synthetic, simulated gaze), samples (bundled photos), folder (--root of class "
-                        "sub-folders) or cub-gha (--fixations + --root CUB_200_2011); default demo")
-    g.add_argument("--root", default=None, help="folder: root/<class>/<image>; cub-gha: the CUB_200_2011 folder")
-    g.add_argument("--fixations", default=None, help="cub-gha: the folder holding Fixation_run<k>.txt")
+                        "sub-folders, gaze beside the images optional), cub-gha (--fixations + --root "
+                        "CUB_200_2011) or another data set with photographs and labels; default demo")
+    g.add_argument("--root", default=None, help="the folder holding the photographs (folder: root/<class>/<image>; "
+                   "cub-gha: CUB_200_2011)")
+    g.add_argument("--fixations", nargs="+", default=None, metavar="FILE",
+                   help="gaze files kept apart from the images (cub-gha: Fixation_run<k>.txt or their folder)")
     g.add_argument("--fit", default="center_crop", choices=("center_crop", "resize"),
                    help="how photographs are brought to --size (default center_crop)")
     g.add_argument("--max-skipped", type=float, default=0.01,

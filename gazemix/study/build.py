@@ -34,9 +34,8 @@ from gazemix.study.media import StudyMedia
 from gazemix.study.store import (MODES, ItemRecord, PracticeRecord, StudyInfo, check_study_name, check_study_target,
                                  create_study)
 
-__all__ = ["DATA_SETS", "SourceSet", "build_mixers", "build_study", "load_source"]
+__all__ = ["SourceSet", "build_mixers", "build_study", "data_sets", "load_source"]
 
-DATA_SETS = ("demo", "samples", "folder", "cub-gha")
 BATCH = 16
 MAX_SIZE = 1024
 MAX_N = 100_000
@@ -108,119 +107,101 @@ def _folder_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, found
 
 
-def _folder_source(root: Path, pool: int, size: int, seed: int, fit: str, max_skipped: float) -> SourceSet:
-    from data_adapters.base import AdapterError, GazeSample
-    from data_adapters.folder import read_fixation_csv
-    from data_adapters._common import RecordPolicy, image_size
-
-    classes, found = _folder_images(root)
-    chosen = [found[i] for i in _pool_order(len(found), pool, seed)]
-    images, labels, samples, skipped = [], [], [], []
+def _plain_folder(root: Path, images: list[tuple[Path, int]], classes: list[str], pool: int, size: int, seed: int,
+                  fit: str, max_skipped: float) -> SourceSet:
+    """A folder of class sub-folders without gaze: the photographs alone."""
+    chosen = [images[i] for i in _pool_order(len(images), pool, seed)]
+    loaded, labels, bad = [], [], []
     for path, label in chosen:
         try:
-            img = _load_image(str(path), size, fit)
+            loaded.append(_load_image(str(path), size, fit))
+            labels.append(label)
         except (OSError, ValueError, SyntaxError) as err:
-            skipped.append(f"{path}: unreadable image ({err})")
-            continue
-        images.append(img)
-        labels.append(label)
-        gmap, table = path.with_suffix(".png"), path.with_suffix(".csv")
-        if path.suffix.lower() == ".png":
-            gmap = path.with_name(path.stem + "_gaze.png")
-        samples.append((path, label, gmap if gmap.is_file() else None, table if table.is_file() else None))
-    _skip_check(len(skipped), len(chosen), max_skipped, f"--root {root}", skipped[0] if skipped else "")
-    notes = [f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}"] if skipped else []
+            bad.append(f"{path}: unreadable image ({err})")
+    _skip_check(len(bad), len(chosen), max_skipped, f"--root {root}", bad[0] if bad else "")
     if len(set(labels)) < 2:
         raise StudyInputError(f"--root {root}: fewer than two classes have readable images", field="root")
-    src = SourceSet("folder", torch.stack(images), torch.tensor(labels), classes, notes=notes)
-    with_gaze = sum(g is not None or t is not None for _, _, g, t in samples)
-    if with_gaze and with_gaze < len(samples):
-        notes.append(f"{with_gaze} of {len(samples)} images have a gaze map or fixation CSV beside them: the study "
-                     "is built without gaze (give every image its gaze to get gaze weights)")
-    elif with_gaze:
-        from gazemix.score_data import samples_scoring_data
-
-        policy = RecordPolicy("raise")
-        gs = []
-        try:
-            for path, label, gmap, table in samples:
-                hw = image_size(path)
-                gs.append(GazeSample(str(path), hw, label=label, image_path=str(path), gaze_map_path=None if gmap is
-                                     None else str(gmap), fixations=read_fixation_csv(table, hw, policy)
-                                     if table is not None else None))
-            data, note = samples_scoring_data(gs, name="folder", size=size, fit=fit, with_images=False)
-        except (AdapterError, ValueError) as err:
-            raise StudyInputError(f"--root {root}: {err}", field="root") from None
-        if len(data.ids) != len(gs):
-            raise StudyInputError(f"--root {root}: {len(gs) - len(data.ids)} gaze maps are empty ({note}); remove "
-                                  "those images or their gaze", field="root")
-        src.gaze = data.gaze
-        notes.append(f"gaze: {note}")
-    return src
+    notes = [f"skipped {len(bad)} unreadable image(s), e.g. {bad[0]}"] if bad else []
+    return SourceSet("folder", torch.stack(loaded), torch.tensor(labels), classes, notes=notes + ["no gaze beside the "
+                     "images: the study is built without gaze weights"])
 
 
-def _cub_source(fixations: str | None, root: str | None, pool: int, size: int, seed: int, fit: str,
-                max_skipped: float) -> SourceSet:
+def _registered_source(name: str, root: str | None, fixations: Sequence[str] | None, pool: int, size: int,
+                       seed: int, fit: str, max_skipped: float) -> SourceSet:
+    """Any data set of :mod:`gazemix.datasets` whose records have photographs and class labels, with all of its
+    observers' gaze (no observer split: a study item carries every observer's gaze weight)."""
     from data_adapters.base import AdapterError
-    from data_adapters.cub_gha import CubGha
-    from gazemix.gaze import fit_geometry
+    from gazemix.datasets import DataSetError, get_data_set
     from gazemix.score_data import samples_scoring_data
 
-    if not fixations or not root:
-        raise StudyInputError("--data cub-gha needs --fixations (the CUB-GHA data_5runs folder) and --root (the "
-                              "CUB_200_2011 folder with images/): a study shows the photographs", field="data")
     try:
-        cub = CubGha(fixations, root, on_error="skip")
-    except (AdapterError, ValueError) as err:
-        raise StudyInputError(str(err), field="data") from None
-    total = len(cub) + len(cub.skipped)
-    _skip_check(len(cub.skipped), total, max_skipped, "--data cub-gha", str(cub.skipped[0]) if cub.skipped else "")
-    notes = [f"skipped {len(cub.skipped)} malformed CUB-GHA records ({dict(cub.skip_counts())})"] if cub.skipped else []
-    if not cub.class_names or any(s.label is None for s in cub):
-        raise StudyInputError(f"--root {root}: classes.txt and image_class_labels.txt are needed for class names",
-                              field="root")
-    have = [s for s in cub if s.image_path and Path(s.image_path).is_file()]
-    missing = len(cub) - len(have)
+        reader = get_data_set(name).open(root=None if root is None else str(root),
+                                         fixations=[str(f) for f in fixations or ()])
+        samples = list(reader)
+    except (DataSetError, AdapterError) as err:
+        raise StudyInputError(f"--data {name}: {err}", field=getattr(err, "option", None) or "data") from None
+    skipped = list(getattr(reader, "skipped", ()))
+    _skip_check(len(skipped), len(samples) + len(skipped), max_skipped, f"--data {name}",
+                str(skipped[0]) if skipped else "")
+    notes = [f"skipped {len(skipped)} bad records, e.g. {skipped[0]}"] if skipped else []
+    class_names = getattr(reader, "class_names", None) or getattr(reader, "classes", None)
+    if not class_names or any(s.label is None for s in samples):
+        raise StudyInputError(f"--data {name}: its records carry no class labels (a study names the two classes of "
+                              "every item); pass the folder with the labels as --root", field="data")
+    have = [s for s in samples if s.image_path and Path(s.image_path).is_file()]
     if not have:
-        raise StudyInputError(f"--root {root}: none of the {len(cub)} images listed in images.txt is under images/; "
-                              "pass the CUB_200_2011 folder that holds the photographs", field="root")
-    example = next((s.image_path for s in cub if not (s.image_path and Path(s.image_path).is_file())), "")
-    _skip_check(missing, len(cub), max_skipped, f"--root {root} (images listed but missing)", str(example))
+        raise StudyInputError(f"--data {name}: none of its {len(samples)} records has its photograph on disk; pass "
+                              "the folder holding the images as --root", field="root")
+    missing = len(samples) - len(have)
+    example = next((s.image_path or s.image_id for s in samples if s not in have), "")
+    _skip_check(missing, len(samples), max_skipped, f"--data {name} (photographs listed but missing)", str(example))
     if missing:
-        notes.append(f"{missing} of {len(cub)} listed images are missing under images/")
+        notes.append(f"{missing} of {len(samples)} listed photographs are missing")
     chosen = [have[i] for i in _pool_order(len(have), pool, seed)]
     try:
-        data, note = samples_scoring_data(chosen, name="cub-gha", size=size, fit=fit, with_images=True,
-                                          class_names=cub.class_names)
-    except (AdapterError, ValueError, OSError) as err:
-        raise StudyInputError(f"--data cub-gha: {err}", field="data") from None
-    if data.images is None:
-        raise StudyInputError(f"--root {root}: some chosen images could not be read", field="root")
-    notes.append(f"gaze: {note}")
+        data, loading = samples_scoring_data(chosen, name=name, size=size, fit=fit, with_images=True,
+                                             class_names=list(class_names), observer_split="none",
+                                             max_bad_fraction=max_skipped)
+    except (DataSetError, ValueError) as err:
+        raise StudyInputError(f"--data {name}: {err}", field="data") from None
     kept = {s.image_id: s for s in chosen}
-    boxes = []
-    for sid in data.ids:
-        s = kept[sid]
-        x, y, w, h = s.meta.get("bbox_xywh", (0, 0, s.size[1], s.size[0]))
-        rh, rw, top, left = fit_geometry(s.size, (size, size), fit)
-        sy, sx = rh / s.size[0], rw / s.size[1]
-        box = [y * sy - top, x * sx - left, (y + h) * sy - top, (x + w) * sx - left]
-        boxes.append([int(np.clip(math.floor(box[0]), 0, size - 1)), int(np.clip(math.floor(box[1]), 0, size - 1)),
-                      int(np.clip(math.ceil(box[2]), 1, size)), int(np.clip(math.ceil(box[3]), 1, size))])
-    return SourceSet("cub-gha", data.images, data.labels, list(cub.class_names), data.gaze,
-                     torch.tensor(boxes, dtype=torch.long), notes)
+    boxes = None
+    if all("bbox_xywh" in kept[i].meta for i in data.ids):  # CUB's birds: [y1, x1, y2, x2) after the fit
+        from gazemix.gaze import fit_geometry
+
+        boxes = []
+        for sid in data.ids:
+            s = kept[sid]
+            x, y, w, h = s.meta["bbox_xywh"]
+            rh, rw, top, left = fit_geometry(s.size, (size, size), fit)
+            sy, sx = rh / s.size[0], rw / s.size[1]
+            box = [y * sy - top, x * sx - left, (y + h) * sy - top, (x + w) * sx - left]
+            boxes.append([int(np.clip(math.floor(box[0]), 0, size - 1)), int(np.clip(math.floor(box[1]), 0, size - 1)),
+                          int(np.clip(math.ceil(box[2]), 1, size)), int(np.clip(math.ceil(box[3]), 1, size))])
+        boxes = torch.tensor(boxes, dtype=torch.long)
+    return SourceSet(name, data.images, data.labels, list(class_names), data.gaze, boxes,
+                     notes + [n for n in loading if n])
+
+
+def data_sets() -> tuple[str, ...]:
+    """What ``--data`` accepts: ``demo``, ``samples`` and every data set of :mod:`gazemix.datasets`."""
+    from gazemix.datasets import DATA_SETS as REGISTERED
+
+    return ("demo", "samples") + tuple(n for n in REGISTERED if n != "demo")
 
 
 def load_source(name: str, n: int, size: int, seed: int, *, root: str | os.PathLike | None = None,
-                fixations: str | os.PathLike | None = None, fit: str = "center_crop",
+                fixations: str | os.PathLike | Sequence[str | os.PathLike] | None = None, fit: str = "center_crop",
                 max_skipped: float = 0.01) -> SourceSet:
     """The images a study mixes, ``n`` of them (drawn at random, seeded, from larger sets) at ``size`` pixels.
 
     ``demo``: the embedded synthetic demo set with simulated gaze and object masks (:func:`gazemix.demo.make_demo`);
-    ``samples``: scikit-image's bundled photographs (no gaze); ``folder``: ``root/<class_name>/<image>``, with gaze
-    when every image has a gaze map or fixation CSV beside it (see :mod:`data_adapters.folder`); ``cub-gha``:
-    CUB-200-2011 photographs (``root``) with CUB-GHA gaze (``fixations``) and the birds' boxes. Unusable
-    records are skipped and reported in :attr:`SourceSet.notes`; more than ``max_skipped`` of them is an error.
+    ``samples``: scikit-image's bundled photographs (no gaze); ``folder``: ``root/<class_name>/<image>`` — with the
+    gaze beside every image read as :mod:`data_adapters.folder` reads it, or without any gaze; any other data set
+    of :mod:`gazemix.datasets` whose records have photographs and class labels (``cub-gha`` with ``root`` =
+    CUB_200_2011, which also gives the birds' boxes; ``coco-search18``; ``cat2000``), with every observer's
+    gaze. Unusable records are skipped and reported in :attr:`SourceSet.notes`; more than ``max_skipped`` of
+    them is an error.
     """
     if name == "demo":
         from gazemix.demo import make_demo
@@ -233,17 +214,17 @@ def load_source(name: str, n: int, size: int, seed: int, *, root: str | os.PathL
 
         images, labels, names = sample_batch(n, size)
         return SourceSet("samples", images, labels, names)
-    if name in ("folder", "cub-gha") and fit not in ("resize", "center_crop"):
+    if name not in data_sets():
+        raise StudyInputError(f"--data must be one of {', '.join(data_sets())}, got {name!r}", field="data")
+    if fit not in ("resize", "center_crop"):
         raise StudyInputError(f"--fit must be resize or center_crop, got {fit!r}", field="fit")
-    if name == "folder":
-        if root is None:
-            raise StudyInputError("--data folder needs --root: a folder of class sub-folders holding images",
-                                  field="root")
-        return _folder_source(Path(root), n, size, seed, fit, max_skipped)
-    if name == "cub-gha":
-        return _cub_source(None if fixations is None else str(fixations), None if root is None else str(root),
-                           n, size, seed, fit, max_skipped)
-    raise StudyInputError(f"--data must be one of {', '.join(DATA_SETS)}, got {name!r}", field="data")
+    if name == "folder" and root is not None:
+        classes, images = _folder_images(Path(root))
+        if not any(p.with_suffix(".csv").is_file() or (p.suffix.lower() != ".png" and p.with_suffix(".png").is_file())
+                   or p.with_name(p.stem + "_gaze.png").is_file() for p, _ in images):
+            return _plain_folder(Path(root), images, classes, n, size, seed, fit, max_skipped)
+    fix = [fixations] if isinstance(fixations, (str, os.PathLike)) else fixations
+    return _registered_source(name, None if root is None else str(root), fix, n, size, seed, fit, max_skipped)
 
 
 # ------------------------------------------------------------------------------------------ mixers
@@ -437,7 +418,8 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
                 items_per_annotator: int | None = None, repeats: int = 2, title: str | None = None,
                 instructions: str | None = None, consent: str | None = None, questions: list | None = None,
                 minutes: int | None = None, completion_code: str | None = None, redirect_url: str | None = None,
-                root: str | os.PathLike | None = None, fixations: str | os.PathLike | None = None,
+                root: str | os.PathLike | None = None,
+                fixations: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                 fit: str = "center_crop", max_skipped: float = 0.01, synchronous: str = "FULL",
                 mixer_opts: Mapping[str, Mapping[str, Any]] | None = None,
                 log: Callable[[str], None] | None = None) -> StudyInfo:
@@ -446,8 +428,8 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
 
     Args:
         db: the SQLite file (created when absent); stimuli go to a fresh ``<db stem>_media/<random>/`` beside it.
-        data: ``demo``, ``samples``, ``folder`` (``root``) or ``cub-gha`` (``fixations`` + ``root``); see
-            :func:`load_source`.
+        data: ``demo``, ``samples``, ``folder`` (``root``), ``cub-gha`` (``fixations`` + ``root``) or another
+            data set with photographs and labels; see :func:`load_source`.
         mode: ``infer`` (mixing slider + confidence), ``softlabel`` (classes and probabilities) or ``click``.
         pool: how many source images to draw from the data set.
         distractors: extra classes offered beside the two true ones in soft-label mode.
@@ -464,13 +446,18 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
     """
     if mode not in MODES:
         raise StudyInputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
-    if data not in DATA_SETS:
-        raise StudyInputError(f"--data must be one of {', '.join(DATA_SETS)}, got {data!r}", field="data")
-    if data == "folder" and root is None:
-        raise StudyInputError("--data folder needs --root: a folder of class sub-folders holding images", field="root")
-    if data == "cub-gha" and (fixations is None or root is None):
-        raise StudyInputError("--data cub-gha needs --fixations (the CUB-GHA data_5runs folder) and --root (the "
-                              "CUB_200_2011 folder with images/): a study shows the photographs", field="data")
+    if data not in data_sets():
+        raise StudyInputError(f"--data must be one of {', '.join(data_sets())}, got {data!r}", field="data")
+    if data not in ("demo", "samples"):
+        from gazemix.datasets import get_data_set
+
+        needs = [o for o in get_data_set(data).requires if (root, fixations)[o == "fixations"] is None]
+        if root is None and "root" not in needs:
+            needs.insert(0, "root")  # a study shows the photographs, which live under --root
+        if needs:
+            raise StudyInputError(f"--data {data} needs {' and '.join(f'--{o}' for o in needs)} (--root: the folder "
+                                  "holding the photographs; see `gazemix score --help` for each data set's layout)",
+                                  field=needs[0])
     _int_option("--n", n, 1, MAX_N)
     _int_option("--size", size, 8, MAX_SIZE, " (stimuli are shown at most 320 px high)")
     for option, value in (("--pool", pool), ("--checks", checks), ("--practice", practice),

@@ -1,24 +1,21 @@
 """Output folders written whole or not at all, and CSV cells that a spreadsheet will not run as formulas.
 
-:func:`output_folder` gives a fresh temporary folder beside ``--out``; when the caller's block finishes, the
-folder is moved into place (a previous run of the same command is moved aside first and then deleted).
-An interrupted run (Ctrl-C, an error) leaves the previous output untouched and removes its temporary folder;
-a crash between the two renames leaves the previous output under ``.<name>.old-*`` and the new one
-complete under ``.<name>.tmp-*``, never a mix of both in ``--out``. A folder that holds anything else is
-never replaced.
+:func:`output_folder` stages a command's files with :func:`gazemix.outputs.staged_folder` (a temporary folder
+beside ``--out``, renamed into place at the end; an interrupted run leaves the previous output as it was) and
+adds one safeguard for re-runs: an existing ``--out`` is replaced only when an earlier run of the same command
+wrote it (a marker file says so), never a folder that holds anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 
+from gazemix.outputs import OutputError, staged_folder
 from gazemix.study.db import StudyInputError
 
 __all__ = ["FORMULA_PREFIXES", "MARKER", "neutralise_formulas", "output_folder"]
@@ -44,26 +41,11 @@ def output_folder(out: str | os.PathLike, kind: str) -> Iterator[Path]:
     out = Path(out)
     _check_target(out, kind)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
-        tmp.mkdir()  # (not mkdtemp: the folder gets the usual permissions, not 0700)
-    except OSError as err:
-        raise StudyInputError(f"--out {out}: cannot write there ({err.strerror}); pass a folder you can write",
-                              field="out") from None
-    try:
-        yield tmp
-        (tmp / MARKER).write_text(kind + "\n", encoding="utf-8")
-        _check_target(out, kind)  # again: something may have appeared meanwhile
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged_folder(out, replace=True) as tmp:
+            yield tmp
+            (tmp / MARKER).write_text(kind + "\n", encoding="utf-8")
+    except OutputError as err:
+        raise StudyInputError(f"--out {err}", field="out") from None
 
 
 def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
