@@ -35,6 +35,7 @@ CIFAR10_CLASSES = ("Airplane", "Automobile", "Bird", "Cat", "Deer", "Dog", "Frog
 PROCESSED_JSON = "processed_hmix_inferences.json"
 CIFAR10_SIZE = 32
 _STIM = re.compile(r"^mixed_(?P<lam>[0-9.]+)_(?P<c1>[A-Za-z]+)_(?P<id1>\d+)_(?P<c2>[A-Za-z]+)_(?P<id2>\d+)\.png$")
+_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _COLUMNS = ("subject", "filename", "task", "responses", "mixtureCoeff", "label1", "label2", "rt", "trial_index")
 _SOFT_COLUMNS = ("subject", "filename", "task", "response", "mixtureCoeff", "label1", "label2", "rt", "trial_index")
 
@@ -94,7 +95,9 @@ def read_hmix_inferences(root: str | os.PathLike) -> HMixTable:
     """Read ``hmix_infer_mixing_factor.csv`` from the H-Mix folder ``root``.
 
     Raises :class:`AdapterError` naming the file, line and field of a missing column, malformed
-    ``responses`` JSON, a value out of range, or a stimulus name that disagrees with its row.
+    ``responses`` JSON, a value out of range, a participant id that is not 1-64 letters, digits or
+    ``_ . @ -`` (so nothing like ``=HYPERLINK(..)`` or markup enters a study), or a stimulus name that
+    disagrees with its row.
     """
     path = Path(root) / INFER_CSV
     rows, items = [], {}
@@ -145,8 +148,9 @@ def _stimulus(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
     if abs(lam - stim["lam"]) > 1e-9 or (row["label1"], row["label2"]) != (stim["class1"], stim["class2"]):
         raise AdapterError(path, f"mixtureCoeff/label1/label2 ({lam}, {row['label1']}, {row['label2']}) "
                            f"disagree with the file name {name!r}", line=line, field="filename")
-    if not row["subject"]:
-        raise AdapterError(path, "empty participant id", line=line, field="subject")
+    if not _SUBJECT.match(row["subject"] or ""):
+        raise AdapterError(path, "participant id must be 1-64 letters, digits or _ . @ - (starting with a letter or "
+                           f"digit), got {(row['subject'] or '')[:40]!r}", line=line, field="subject")
     return {"key": name, "class1": stim["class1"], "class2": stim["class2"], "lam": lam,
             "source1": f"cifar10-test:{stim['id1']}", "source2": f"cifar10-test:{stim['id2']}", "mixer": "mixup",
             "height": CIFAR10_SIZE, "width": CIFAR10_SIZE}
