@@ -49,6 +49,7 @@ def staged_folder(out: str | os.PathLike, *, replace: bool = False) -> Iterator[
     check_writable_folder(out, replace=replace)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the finished folder gets the usual permissions
     try:
         yield tmp
         if out.exists():
@@ -67,6 +68,12 @@ def staged_folder(out: str | os.PathLike, *, replace: bool = False) -> Iterator[
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_file_atomic(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and one rename."""
     path = Path(path)
@@ -78,6 +85,7 @@ def write_file_atomic(path: str | os.PathLike, data: bytes | str, *, overwrite: 
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
