@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from gazemix.device import resolve_device
 
 __all__ = ["log", "prepare_out", "resolve_device", "tabulate"]
 
@@ -19,6 +18,13 @@ def tabulate(rows: Iterable[Sequence[object]], headers: Sequence[str]) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def resolve_device(name: str):
+    """:func:`gazemix.device.resolve_device`, imported on use (it needs PyTorch)."""
+    from gazemix.device import resolve_device as resolve
+
+    return resolve(name)
 
 
 def prepare_out(path: str | os.PathLike) -> Path:

@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
-
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
 from gazemix.cli import CliError
 from gazemix.cli._util import log, resolve_device, tabulate
 from gazemix.datasets import DATA_SETS, DataSetError
 from gazemix.observers import SPLITS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
 _FLAGS = {"root": "--root", "fixations": "--fixations", "gaze_source": "--gaze-source", "data": "--data",
           "observer_split": "--observer-split", "max_bad_fraction": "--max-bad-fraction"}
@@ -254,7 +257,7 @@ def model_contexts(args: argparse.Namespace, num_classes: int, device: torch.dev
 
 
 def _ci(mean: float, lo: float, hi: float, signed: bool = False) -> str:
-    if pd.isna(mean):
+    if math.isnan(mean):
         return "n/a"
     def text(v: float) -> str:
         v = 0.0 if abs(v) < 5e-4 else v  # no "-0.000"
