@@ -207,9 +207,9 @@ def test_cli_trains_on_the_demo_set_and_resumes(tmp_path, capsys):
     args = ["train", "--data", "demo", "--demo-train", "16", "--demo-val", "8", "--model", "test_vit", "--patch-size",
             "8", "--img-size", "32", "--mixer", "tdattenmix", "--batch-size", "8", "--workers", "0", "--device", "cpu",
             "--quiet", "--out", str(out), "--lr", "1e-3"]
-    assert main(args + ["--epochs", "1"]) == 0
+    assert main(args + ["--epochs", "1", "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
-    assert main(args + ["--epochs", "2", "--resume"]) == 0  # bare --resume: <out>/last.pt
+    assert main(args + ["--epochs", "2", "--resume", "--json"]) == 0  # bare --resume: <out>/last.pt
     second = json.loads(capsys.readouterr().out)
     assert (first["epoch"], second["epoch"]) == (1, 2)
     assert [r["epoch"] for r in read_metrics(out)] == ["1", "2"]
@@ -292,16 +292,17 @@ def test_cub_layout_with_cub_gha_fixations(tmp_path):
                         ("classes.txt", ["1 001.A", "2 002.B"])]:
         (cub / name).write_text("\n".join(lines) + "\n")
     (gaze_dir / "Fixation_run1.txt").write_text("\n".join(fixations) + "\n")
-    with pytest.raises(DataError, match="--gaze-root"):
-        build_data("cub", str(cub), 32)
-    data = build_data("cub", str(cub), 32, gaze_root=str(gaze_dir))
+    with pytest.raises(DataError, match="--fixations"):
+        build_data("cub-gha", str(cub), 32)
+    data = build_data("cub-gha", str(cub), 32, fixations=[str(gaze_dir)])
     assert data.class_names == ["A", "B"] and data.has_gaze
     assert (len(data.train), len(data.val)) == (4, 2)
     image, label, gaze = data.train[0]  # image 1: class B, fixations near the right edge
     assert int(label) == 1 and image.shape == (3, 36, 36)
     cols = gaze[0].sum(dim=0)
     assert float(cols[18:].sum()) > 0.9
-    result = train(cfg(tmp_path, data="cub", root=str(cub), gaze_root=str(gaze_dir), mixer="gazemix", batch_size=2))
+    result = train(cfg(tmp_path, data="cub-gha", root=str(cub), fixations=(str(gaze_dir),), mixer="gazemix",
+                       batch_size=2))
     assert result["epoch"] == 1
 
 

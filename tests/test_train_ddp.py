@@ -20,7 +20,7 @@ def test_two_process_torchrun_cpu(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "gazemix", "train", "--data", "demo", "--demo-train", "16", "--demo-val", "8", "--model", "test_vit",
            "--patch-size", "8", "--img-size", "32", "--mixer", "smmix", "--epochs", "1", "--batch-size", "4",
-           "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out)]
+           "--workers", "0", "--device", "cpu", "--quiet", "--json", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

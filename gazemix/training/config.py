@@ -5,6 +5,10 @@ ViT/DeiT defaults are the DeiT recipe (Touvron et al., ICML 2021; also TdAttenMi
 ``1e-6``, label smoothing 0.1, drop-path 0.1, gradient clipping off. CNNs keep AdamW and the schedule with
 ``lr = 1e-3 * batch / 512`` and drop-path 0.05 (our choice: the CNN recipes of the mixing papers use SGD).
 The warm-up is shortened to ``epochs // 5`` for runs under 25 epochs so that short runs leave warm-up.
+
+Labels (``label_source``): ``"mixer"`` trains on the mixer's own label weights; ``"human"`` on the share of each
+source people perceive at that weight (a fit of ``gazemix humans calibrate``, ``calibration``); ``"gaze"`` on the
+share of held-out human gaze each source keeps in the mixed image (:mod:`gazemix.training.labels`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ __all__ = ["TrainConfig", "model_family", "resolve_recipe"]
 
 @dataclass
 class TrainConfig:
-    """A training run. ``None`` fields are filled by :func:`resolve_recipe` from the model family."""
+    """A training run. ``None`` recipe fields are filled by :func:`resolve_recipe` from the model family; ``out=None``
+    is a fresh ``runs/train/<date>-<time>-<mixer>`` folder (see :func:`gazemix.training.trainer.train`)."""
 
     data: str = "demo"
     root: str | None = None
-    gaze_root: str | None = None
+    fixations: tuple[str, ...] | None = None
+    max_bad_fraction: float = 0.01
     model: str = "deit_tiny_patch16_224"
     mixer: str = "tdattenmix"
     mixer_options: dict[str, Any] = field(default_factory=dict)
@@ -30,7 +36,7 @@ class TrainConfig:
     batch_size: int = 64
     img_size: int = 224
     patch_size: int | None = None
-    out: str = "runs/train"
+    out: str | None = None
     pretrained_path: str | None = None
     num_classes: int | None = None
     seed: int = 0
@@ -52,6 +58,9 @@ class TrainConfig:
     demo_val: int = 128
     max_steps: int | None = None
     quiet: bool = False
+    label_source: str = "mixer"
+    calibration: str | None = None
+    calibration_mixer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,15 +8,25 @@ the DeiT random-resized crop + horizontal flip (Touvron et al., ICML 2021), appl
 map *together* by ``gazemix.gaze.crop_flip``, then ImageNet normalisation. A crop that holds no gaze mass
 gets a uniform map (it carries no location signal) and is counted in the epoch's metrics.
 
-Sources: ``demo`` (the embedded synthetic set, :func:`gazemix.demo.make_demo`), ``cub`` (CUB-200-2011 images
-with CUB-GHA fixations, ``data_adapters.cub_gha``), ``folder`` (``data_adapters.folder.FolderGaze``).
+Sources, by the names of :mod:`gazemix.datasets` (one vocabulary for every command): ``demo`` (the embedded
+synthetic set, :func:`gazemix.demo.make_demo`), ``folder`` (``root/<class>/<image>``, or ``root/train`` +
+``root/val``), and every other registered data set whose records carry photographs and class labels
+(``cub-gha``: CUB-200-2011 images under ``root`` with CUB-GHA ``fixations``; ``coco-search18``, ``cat2000``).
+Their own train/test split is used when every record names one, else a seeded hold-out.
+
+Held-out gaze for labels (``label_gaze=True``, :mod:`gazemix.training.labels`): each training image's observers
+are split into a guide half and an evaluation half (:func:`gazemix.observers.split_observers`, seeded); items
+then carry the guide map (what mixers see) and the evaluation map (what labels are computed from). An image that
+cannot be split (fewer than two identified observers, or a ready-made map without observers) gets a uniform guide
+map and all of its gaze as the evaluation map; an evaluation map without gaze is all zero (its labels then fall
+back to the mixer's).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -26,8 +36,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from data_adapters.base import GazeSample
+from data_adapters.base import Fixations, GazeSample
 from gazemix.gaze import crop_flip, fit_image, render_gaze_maps, sample_crop_boxes
+from gazemix.observers import split_observers
 
 __all__ = ["BatchAugment", "DataError", "FileGazeDataset", "TensorGazeDataset", "TrainData", "build_data"]
 
@@ -65,9 +76,17 @@ class BatchAugment:
 
         The count is a 0-dim tensor on the device (reading it is left to the caller: no host sync per batch).
         """
+        return self.apply(images, gaze, *self.sample(images.shape[0], tuple(images.shape[-2:]), generator))
+
+    def sample(self, b: int, hw: tuple[int, int], generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The random part: crop boxes ``(B, 4)`` and horizontal flips ``(B,)`` for a batch of ``hw`` images."""
+        boxes = sample_crop_boxes(b, tuple(hw), scale=self.crop_scale, generator=generator)
+        return boxes, torch.rand(b, generator=generator) < 0.5
+
+    def apply(self, images: Tensor, gaze: Tensor | None, boxes: Tensor,
+              flip: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Crop, flip and normalise with drawn ``boxes`` and ``flip`` (see :meth:`__call__`)."""
         b = images.shape[0]
-        boxes = sample_crop_boxes(b, tuple(images.shape[-2:]), scale=self.crop_scale, generator=generator)
-        flip = torch.rand(b, generator=generator) < 0.5
         maps = gaze if gaze is not None else images.new_zeros(b, 1, *images.shape[-2:])
         crops, maps, valid = crop_flip(images, maps, boxes, flip.to(images.device), (self.img_size, self.img_size))
         crops = (crops - self.mean.to(crops)) / self.std.to(crops)
@@ -76,17 +95,26 @@ class BatchAugment:
         uniform = torch.full_like(maps, 1.0 / (self.img_size * self.img_size))
         return crops, torch.where(valid.view(-1, 1, 1, 1), maps, uniform), (~valid).sum()
 
+    def crop_map(self, maps: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
+        """Crop and flip further maps ``(B, 1, P, P)`` as :meth:`apply` did the images; each crop sums to 1, or is
+        all zero where the crop holds no mass (no uniform filling: a label read from it must know)."""
+        _, crops, valid = crop_flip(maps, maps, boxes, flip.to(maps.device), (self.img_size, self.img_size))
+        return torch.where(valid.view(-1, 1, 1, 1), crops, torch.zeros_like(crops))
+
     def normalise(self, images: Tensor) -> Tensor:
         return (images - self.mean.to(images)) / self.std.to(images)
 
 
 class TensorGazeDataset(Dataset):
-    """An in-memory data set: ``images (N, 3, H, W)`` in [0, 1], ``labels (N,)``, optional ``gaze (N, 1, H, W)``.
+    """An in-memory data set: ``images (N, 3, H, W)`` in [0, 1], ``labels (N,)``, optional ``gaze (N, 1, H, W)``
+    and optional held-out ``label_gaze (N, 1, H, W)`` (the evaluation half of the observers; ``gaze`` is then the
+    guide half).
 
-    Items are ``(image, label)`` or ``(image, label, gaze)``, un-augmented.
+    Items are ``(image, label)``, ``(image, label, gaze)`` or ``(image, label, gaze, label_gaze)``, un-augmented.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, gaze: Tensor | None = None) -> None:
+    def __init__(self, images: Tensor, labels: Tensor, gaze: Tensor | None = None,
+                 label_gaze: Tensor | None = None) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
             raise DataError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -95,14 +123,20 @@ class TensorGazeDataset(Dataset):
                                  or gaze.shape[-2:] != images.shape[-2:]):
             raise DataError(f"gaze must be (N, 1, H, W) = ({images.shape[0]}, 1, {images.shape[2]}, "
                             f"{images.shape[3]}), got {tuple(gaze.shape)}")
-        self.images, self.labels, self.gaze = images.float(), labels.long(), gaze
+        if label_gaze is not None and (gaze is None or label_gaze.shape != gaze.shape):
+            raise DataError(f"label_gaze must come with gaze and have its shape {tuple(images.shape[:1]) + (1,)}"
+                            f"{tuple(images.shape[-2:])}, got {tuple(label_gaze.shape)}")
+        self.images, self.labels, self.gaze, self.label_gaze = images.float(), labels.long(), gaze, label_gaze
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, i: int) -> tuple[Tensor, ...]:
         item = (self.images[i], self.labels[i])
-        return item if self.gaze is None else item + (self.gaze[i].float(),)
+        if self.gaze is None:
+            return item
+        item += (self.gaze[i].float(),)
+        return item if self.label_gaze is None else item + (self.label_gaze[i].float(),)
 
 
 class FileGazeDataset(Dataset):
@@ -118,10 +152,12 @@ class FileGazeDataset(Dataset):
         img_size: ``S``.
         train: training (base size, gaze) or evaluation items.
         sigma_px: gaze blur in original pixels (``None``: the gaze module's default, 5 % of the long side).
+        split_seed: when given (training with gaze only), items carry the guide half of each image's observers
+            and the evaluation half as a fourth element (see the module docstring), split with this seed.
     """
 
     def __init__(self, samples: Sequence[GazeSample], img_size: int, *, train: bool,
-                 sigma_px: float | None = None) -> None:
+                 sigma_px: float | None = None, split_seed: int | None = None) -> None:
         missing = [s.image_id for s in samples if s.image_path is None or s.label is None]
         if missing:
             raise DataError(f"{len(missing)} samples have no image file or no label (first: {missing[:3]}): "
@@ -129,6 +165,10 @@ class FileGazeDataset(Dataset):
         self.samples, self.img_size, self.train, self.sigma_px = list(samples), int(img_size), train, sigma_px
         self.labels = np.array([s.label for s in self.samples], dtype=np.int64)
         self.has_gaze = train and all(s.fixations is not None or s.gaze_map_path is not None for s in self.samples)
+        self.split = None
+        if split_seed is not None and self.has_gaze:
+            self.split = split_observers([s.fixations if s.fixations is not None else Fixations.empty()
+                                          for s in self.samples], split_seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -144,14 +184,23 @@ class FileGazeDataset(Dataset):
             return img[:, off:off + self.img_size, off:off + self.img_size], label
         if not self.has_gaze:
             return img, label
+        hw = tuple(image.shape[-2:])
         if s.gaze_map_path is not None:
             g = fit_image(_read_image(s.gaze_map_path, "L"), (p, p), "center_crop").clamp_min(0)
             mass = g.sum()
-            g = g / mass if mass > 0 else torch.full_like(g, 1.0 / g.numel())
-        else:
-            g = render_gaze_maps([s.fixations], [tuple(image.shape[-2:])], (p, p), sigma_px=self.sigma_px,
-                                 fit="center_crop", on_empty="uniform").maps[0]
-        return img, label, g
+            if self.split is not None:  # a map has no observers to split: the mixer gets none of it
+                return img, label, torch.full_like(g, 1.0 / g.numel()), g / mass if mass > 0 else torch.zeros_like(g)
+            return img, label, g / mass if mass > 0 else torch.full_like(g, 1.0 / g.numel())
+        if self.split is None:
+            return img, label, self._render(s.fixations, hw, p, "uniform")
+        guide = self._render(self.split.guide[i], hw, p, "uniform") if self.split.splittable[i] \
+            else torch.full((1, p, p), 1.0 / (p * p))
+        return img, label, guide, self._render(self.split.evaluation[i], hw, p, "zero")
+
+    def _render(self, fixations: Fixations, hw: tuple[int, int], p: int, on_empty: str) -> Tensor:
+        """One map fitted like the image; without a fixation in view: uniform, or all zero (``on_empty="zero"``)."""
+        r = render_gaze_maps([fixations], [hw], (p, p), sigma_px=self.sigma_px, fit="center_crop", on_empty="uniform")
+        return r.maps[0] if on_empty == "uniform" or bool(r.valid[0]) else torch.zeros_like(r.maps[0])
 
 
 def _read_image(path: str | os.PathLike, mode: str) -> Tensor:
@@ -165,13 +214,19 @@ def _read_image(path: str | os.PathLike, mode: str) -> Tensor:
 
 @dataclass
 class TrainData:
-    """The train and validation sets of one run, with the class names and whether gaze maps come along."""
+    """The train and validation sets of one run, with the class names and whether gaze maps come along.
+
+    ``has_label_gaze``: training items also carry held-out gaze for labels (the guide/evaluation split of the
+    module docstring). ``notes``: what was dropped or split, for the run's log and ``config.json``.
+    """
 
     train: Dataset
     val: Dataset
     class_names: list[str]
     has_gaze: bool
     description: str
+    has_label_gaze: bool = False
+    notes: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Refuse empty splits and labels outside ``[0, num_classes)``."""
@@ -186,41 +241,124 @@ class TrainData:
                                 f"but there are {k} classes ({', '.join(self.class_names[:5])}...)")
 
 
-def build_data(data: str, root: str | None, img_size: int, *, gaze_root: str | None = None, seed: int = 0,
-               demo_train: int = 512, demo_val: int = 128, val_fraction: float = 0.1) -> TrainData:
-    """The train/validation sets named by ``--data``.
+_FLAGS = {"root": "--root", "fixations": "--fixations", "data": "--data", "gaze_source": "--data"}
 
-    ``demo``: the embedded synthetic set. ``cub``: ``root`` = the ``CUB_200_2011`` folder, ``gaze_root`` = CUB-GHA's
-    ``data_5runs`` folder; CUB's own train/test split. ``folder``: ``root/<class>/<image>`` with gaze beside each
-    image; ``root/train`` + ``root/val`` when both exist, else a seeded ``val_fraction`` hold-out.
+
+def build_data(data: str, root: str | None, img_size: int, *, fixations: Sequence[str] | str | None = None,
+               seed: int = 0, demo_train: int = 512, demo_val: int = 128, val_fraction: float = 0.1,
+               label_gaze: bool = False, max_bad_fraction: float = 0.01) -> TrainData:
+    """The train/validation sets named by ``data`` (a name of :mod:`gazemix.datasets`; old aliases accepted).
+
+    ``demo``: the embedded synthetic set. ``folder``: ``root/<class>/<image>`` with gaze beside each image;
+    ``root/train`` + ``root/val`` when both exist, else a seeded ``val_fraction`` hold-out. Any other registered
+    data set with photographs and class labels: ``root`` = its image folder (``CUB_200_2011`` for ``cub-gha``),
+    ``fixations`` = its gaze files where they live apart (CUB-GHA's ``data_5runs`` folder or run files); its own
+    train/test split when every record names one, else the seeded hold-out. Records the reader could not parse
+    are skipped and counted; more than ``max_bad_fraction`` of them is an error. ``label_gaze``: split each
+    image's observers (seed ``seed``) into guide and evaluation gaze (module docstring).
     """
+    from gazemix.datasets import ALIASES, DataSetError, get_data_set
+
     if data == "demo":
-        from gazemix.demo import make_demo
-        tr = make_demo(n=demo_train, size=base_size(img_size), seed=seed)
-        va = make_demo(n=demo_val, size=img_size, seed=seed + 1)
-        return TrainData(TensorGazeDataset(tr.images, tr.labels, tr.gaze), TensorGazeDataset(va.images, va.labels),
-                         list(tr.class_names), True, f"the synthetic demo set ({demo_train} train / {demo_val} val)")
+        return _demo_data(img_size, seed, demo_train, demo_val, label_gaze)
+    name = ALIASES.get(data, data)
+    try:
+        get_data_set(name)
+    except DataSetError as err:
+        raise DataError(f"--data: {err}") from None
     if root is None:
-        raise DataError(f"--data {data} needs --root: the folder you downloaded the data set to")
-    if data == "cub":
-        from data_adapters.cub_gha import CubGha
-        if gaze_root is None:
-            raise DataError("--data cub needs --gaze-root: the CUB-GHA folder holding Fixation_run<k>.txt "
-                            "(--root is the CUB_200_2011 folder)")
-        source = CubGha(gaze_root, root)
-        if not source.class_names:
-            raise DataError(f"{root}: no CUB-200-2011 classes.txt: --root must be the CUB_200_2011 folder")
-        train = [s for s in source if s.meta.get("split") == "train"]
-        val = [s for s in source if s.meta.get("split") == "test"]
-        names = list(source.class_names)
-        desc = f"CUB-200-2011 at {root} with CUB-GHA gaze from {gaze_root}"
-    elif data == "folder":
+        where = "the CUB_200_2011 folder" if name == "cub-gha" else "the folder you downloaded it to"
+        raise DataError(f"--data {name} needs --root: {where}, with the photographs and labels training needs")
+    split_seed = seed if label_gaze else None
+    if name == "folder":
         train, val, names = _folder_split(Path(root), seed, val_fraction)
+        notes: list[str] = []
         desc = f"image folder {root}"
     else:
-        raise DataError(f"--data must be demo, cub or folder, got {data!r}")
-    tr = FileGazeDataset(train, img_size, train=True)
-    return TrainData(tr, FileGazeDataset(val, img_size, train=False), names, tr.has_gaze, desc)
+        train, val, names, notes = _registered_split(name, root, fixations, seed, val_fraction, max_bad_fraction)
+        desc = f"{name} at {root}" + (f" with gaze from {', '.join(_as_list(fixations))}" if fixations else "")
+    tr = FileGazeDataset(train, img_size, train=True, split_seed=split_seed)
+    if tr.split is not None:
+        notes.append(_split_note(tr.split.splittable, tr.split.n_guide, tr.split.n_evaluation, seed))
+    return TrainData(tr, FileGazeDataset(val, img_size, train=False), names, tr.has_gaze, desc,
+                     tr.split is not None, notes)
+
+
+def _as_list(fixations: Sequence[str] | str | None) -> list[str]:
+    if fixations is None:
+        return []
+    return [str(fixations)] if isinstance(fixations, (str, os.PathLike)) else [str(f) for f in fixations]
+
+
+def _demo_data(img_size: int, seed: int, demo_train: int, demo_val: int, label_gaze: bool) -> TrainData:
+    from gazemix.demo import make_demo
+
+    p = base_size(img_size)
+    tr = make_demo(n=demo_train, size=p, seed=seed)
+    va = make_demo(n=demo_val, size=img_size, seed=seed + 1)
+    desc = f"the synthetic demo set ({demo_train} train / {demo_val} val)"
+    if not label_gaze:
+        return TrainData(TensorGazeDataset(tr.images, tr.labels, tr.gaze), TensorGazeDataset(va.images, va.labels),
+                         list(tr.class_names), True, desc)
+    split = split_observers(list(tr.fixations), seed)
+    sizes = [(p, p)] * demo_train
+    guide = render_gaze_maps(split.guide, sizes, (p, p), on_empty="uniform").maps
+    evaluation = render_gaze_maps(split.evaluation, sizes, (p, p), on_empty="uniform")
+    held = torch.where(evaluation.valid.view(-1, 1, 1, 1), evaluation.maps, torch.zeros_like(evaluation.maps))
+    guide = torch.where(torch.from_numpy(split.splittable).view(-1, 1, 1, 1), guide, torch.full_like(guide, 1 / p / p))
+    return TrainData(TensorGazeDataset(tr.images, tr.labels, guide, held), TensorGazeDataset(va.images, va.labels),
+                     list(tr.class_names), True, desc, True,
+                     [_split_note(split.splittable, split.n_guide, split.n_evaluation, seed)])
+
+
+def _split_note(splittable: np.ndarray, n_guide: np.ndarray, n_eval: np.ndarray, seed: int) -> str:
+    ok = splittable.astype(bool)
+    spread = lambda c: f"{int(c.min())}-{int(c.max())}" if c.size else "-"  # noqa: E731
+    return (f"observers split per image (seed {seed}): {int(ok.sum())} of {ok.size} training images split, guide "
+            f"{spread(n_guide[ok])} / evaluation {spread(n_eval[ok])} observers; {int((~ok).sum())} images cannot be "
+            f"split (mixers get no gaze on them, labels all of it)")
+
+
+def _registered_split(name: str, root: str | None, fixations: Sequence[str] | str | None, seed: int,
+                      val_fraction: float, max_bad_fraction: float
+                      ) -> tuple[list[GazeSample], list[GazeSample], list[str], list[str]]:
+    """A registered data set's records with labels and photographs: train, validation, class names, notes."""
+    from data_adapters.base import AdapterError
+    from gazemix.datasets import DataSetError, get_data_set
+
+    try:
+        reader = get_data_set(name).open(root=root, fixations=_as_list(fixations))
+        samples = list(reader)
+    except DataSetError as err:
+        raise DataError(f"{_FLAGS.get(err.option or '', '--data')}: {err}") from None
+    except (AdapterError, OSError) as err:
+        raise DataError(f"--data {name}: {err}") from None
+    skipped = list(getattr(reader, "skipped", ()))
+    total = len(samples) + len(skipped)
+    if total and len(skipped) > max_bad_fraction * total:
+        raise DataError(f"--data {name}: {len(skipped)} of {total} records are malformed (more than "
+                        f"--max-bad-fraction {max_bad_fraction:g}); first: {skipped[0]}")
+    notes = [f"skipped {len(skipped)} malformed records of {total}, e.g. {skipped[0]}"] if skipped else []
+    names = getattr(reader, "class_names", None) or getattr(reader, "classes", None)
+    if not samples:
+        raise DataError(f"--data {name}: no records found; check --root and --fixations")
+    if not names or any(s.label is None for s in samples):
+        raise DataError(f"--data {name}: its records carry no class labels, so it cannot be trained on"
+                        + (" (cub-gha takes them from --root CUB_200_2011)" if name == "cub-gha" else
+                           "; train on demo, folder, cub-gha, coco-search18 or cat2000"))
+    if any(s.image_path is None for s in samples):
+        raise DataError(f"--data {name}: records without a photograph; pass the image folder as --root"
+                        + (" (the CUB_200_2011 folder)" if name == "cub-gha" else ""))
+    splits = [s.meta.get("split") for s in samples]
+    if all(sp is not None for sp in splits) and "train" in splits and len(set(splits)) > 1:
+        train = [s for s, sp in zip(samples, splits) if sp == "train"]
+        val = [s for s, sp in zip(samples, splits) if sp != "train"]
+    else:
+        order = np.random.default_rng(seed).permutation(len(samples))
+        n_val = max(1, int(round(val_fraction * len(samples))))
+        train, val = [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]
+        notes.append(f"no train/test split in the records: a seeded {val_fraction:.0%} hold-out (seed {seed})")
+    return train, val, list(names), notes
 
 
 def _folder_split(root: Path, seed: int, val_fraction: float) -> tuple[list[GazeSample], list[GazeSample], list[str]]:

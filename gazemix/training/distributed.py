@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DistInfo", "all_reduce_sum", "cleanup", "setup"]
+__all__ = ["DistInfo", "all_reduce_sum", "broadcast_object", "cleanup", "setup"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,15 @@ def all_reduce_sum(values: Tensor, info: DistInfo) -> Tensor:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def broadcast_object(value: object, info: DistInfo) -> object:
+    """Rank 0's ``value`` on every rank (identity in a single process); picklable objects only."""
+    if not info.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=info.device if info.device.type == "cuda" else None)
+    return box[0]
 
 
 def cleanup(info: DistInfo) -> None:

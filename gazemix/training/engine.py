@@ -14,16 +14,24 @@ Per training batch (order of the official TransMix / SMMix / TdAttenMix ``engine
    (TransMix, MixPro) get the last block's class-token attention of *that same pass* (a hook, no second forward):
    ``result = mixer.relabel(result, attention=..., logits=...)``; hooks that track targets (TL-Align) wrap the
    forward and supply the targets;
-4. loss = soft-target CE plus the hooks' extra terms (:meth:`~gazemix.contract.TrainingHooks.losses`), one
+4. the label source (:mod:`gazemix.training.labels`) replaces the mix's label weights when the run trains on
+   human-perceived or gaze labels (after any relabel of the mixer, before the losses, so the hooks see the same
+   targets the loss uses);
+5. loss = soft-target CE plus the hooks' extra terms (:meth:`~gazemix.contract.TrainingHooks.losses`), one
    backward, clipping, the optimiser step, then the hooks' own update (:meth:`~gazemix.contract.TrainingHooks.after_step`).
+
+Progress: the bar shows the running mean of the epoch's training loss (the number the epoch's summary line and
+``metrics.csv`` report at its end), images per second, the mean time per step spent waiting for data, and the
+whole run's ETA (:class:`RunClock`).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
@@ -35,8 +43,9 @@ from gazemix.contract import ForwardOutputs, ForwardRequest, Mixer, MixResult, T
 from gazemix.models import eval_no_grad
 from gazemix.training.data import BatchAugment
 from gazemix.training.distributed import DistInfo, all_reduce_sum
+from gazemix.training.labels import LabelSource
 
-__all__ = ["Classifier", "StepOutput", "Trainer", "evaluate"]
+__all__ = ["Classifier", "RunClock", "StepOutput", "Trainer", "evaluate", "format_duration"]
 
 
 class Classifier(nn.Module):
@@ -83,10 +92,55 @@ class _FinalTokens:
 
 @dataclass
 class StepOutput:
-    """The detached loss and its terms (tensors: reading them is left to the caller, so a step never syncs)."""
+    """The detached loss and its terms (tensors: reading them is left to the caller, so a step never syncs), and
+    how many outputs kept the mixer's label weights under a label source that could not relabel them."""
 
     loss: Tensor
     parts: dict[str, Tensor]
+    label_fallbacks: Tensor | None = None
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` (or ``m:ss`` under an hour); ``?`` when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+@dataclass
+class RunClock:
+    """Time left in the whole run: training steps at the mean seconds per step so far, plus the evaluations still
+    to come at the mean evaluation time so far (none counted before the first one has run).
+
+    Args:
+        steps_left: optimiser steps this invocation still has to take (epochs left x steps per epoch).
+        evals_left: evaluations still to run (one per epoch left).
+    """
+
+    steps_left: int
+    evals_left: int
+    step_seconds: float = 0.0
+    steps_done: int = 0
+    eval_seconds: list[float] = field(default_factory=list)
+
+    def steps(self, n: int, seconds: float) -> None:
+        self.steps_done += n
+        self.step_seconds += seconds
+        self.steps_left -= n
+
+    def evaluated(self, seconds: float) -> None:
+        self.eval_seconds.append(seconds)
+        self.evals_left -= 1
+
+    def eta(self, pending_steps: int = 0, pending_seconds: float = 0.0) -> float:
+        """Seconds left, counting ``pending_steps`` taken in ``pending_seconds`` that :meth:`steps` has not seen."""
+        done, spent = self.steps_done + pending_steps, self.step_seconds + pending_seconds
+        if done == 0:
+            return math.nan
+        evals = sum(self.eval_seconds) / len(self.eval_seconds) * self.evals_left if self.eval_seconds else 0.0
+        return (self.steps_left - pending_steps) * spent / done + evals
 
 
 class Trainer:
@@ -104,12 +158,13 @@ class Trainer:
         amp: bfloat16 autocast on CUDA.
         square_losses: keep the optional auxiliary loss terms of the mixer's training hooks
             (``Mixer.training_hooks(auxiliary_losses=...)``).
+        label_source: replaces the mix's label weights (:mod:`gazemix.training.labels`); ``None``: the mixer's.
     """
 
     def __init__(self, model: nn.Module, core: Classifier, mixer: Mixer | None, optimizer: torch.optim.Optimizer,
                  scheduler: Any, augment: BatchAugment, *, num_classes: int, label_smoothing: float,
                  generator: torch.Generator, clip_grad: float | None, amp: bool, device: torch.device,
-                 square_losses: bool = True) -> None:
+                 square_losses: bool = True, label_source: LabelSource | None = None) -> None:
         self.model, self.core, self.mixer = model, core, mixer
         self.optimizer, self.scheduler, self.augment = optimizer, scheduler, augment
         self.num_classes, self.label_smoothing = num_classes, label_smoothing
@@ -121,14 +176,23 @@ class Trainer:
         self.relabels = mixer is not None and mixer.relabels_after_forward
         self.vit = hasattr(core.backbone, "num_prefix_tokens") and hasattr(core.backbone, "norm")
         self.attention = AttentionHook(core.backbone) if self.relabels else None
+        self.label_source = label_source if mixer is not None and label_source is not None \
+            and label_source.name != "mixer" else None
+        if self.label_source is not None and self.hooks.tracks_targets:
+            raise ValueError(f"--label-source {label_source.name}: mixer {mixer.name!r} takes its targets from the "
+                             f"training forward (its training hooks track them), so they cannot be relabelled; train "
+                             f"it with --label-source mixer")
         self.updates = 0
 
     def _autocast(self) -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
     # -- the step, in its four parts --
-    def step(self, images: Tensor, labels: Tensor, gaze: Tensor | None, epoch: int) -> StepOutput:
-        """One optimiser step on a batch: mix, forward, losses, update. Returns the detached loss and its terms."""
+    def step(self, images: Tensor, labels: Tensor, gaze: Tensor | None, epoch: int, *,
+             label_gaze: Tensor | None = None) -> StepOutput:
+        """One optimiser step on a batch: mix, forward, relabel, losses, update. Returns the detached loss and its
+        terms. ``label_gaze``: held-out gaze maps of the batch for gaze labels (all zero where a crop has none)."""
+        fallbacks = None
         if self.mixer is None:
             targets = soft_targets(labels, self.num_classes, self.label_smoothing).to(images.device)
             with self._autocast():
@@ -137,10 +201,10 @@ class Trainer:
             parts = {"ce": loss.detach()}
         else:
             result, request, teacher = self._mix(images, labels, gaze, epoch)
-            out, targets = self._forward(images, labels, result, request, teacher)
+            out, targets, fallbacks = self._forward(images, labels, result, request, teacher, label_gaze)
             loss, parts = self._losses(out, targets)
         self._update(self._keep_token_head(loss))
-        return StepOutput(loss.detach(), parts)
+        return StepOutput(loss.detach(), parts, fallbacks)
 
     def _mix(self, images: Tensor, labels: Tensor, gaze: Tensor | None,
              epoch: int) -> tuple[MixResult, ForwardRequest, Tensor | None]:
@@ -172,9 +236,10 @@ class Trainer:
         return logits.float()
 
     def _forward(self, images: Tensor, labels: Tensor, result: MixResult, request: ForwardRequest,
-                 teacher: Tensor | None) -> tuple[ForwardOutputs, Tensor]:
-        """The training forward on the mixed batch (and what the request adds); then the relabel. Returns what the
-        hooks' losses read, and the targets."""
+                 teacher: Tensor | None, label_gaze: Tensor | None = None
+                 ) -> tuple[ForwardOutputs, Tensor, Tensor | None]:
+        """The training forward on the mixed batch (and what the request adds); then the mixer's relabel and the
+        label source's. Returns what the hooks' losses read, the targets and the label source's fallbacks."""
         clean = features = None
         if self.hooks.tracks_targets:
             logits, targets = self._aligned_forward(result)
@@ -191,10 +256,14 @@ class Trainer:
         if self.relabels:
             result = self.mixer.relabel(result, attention=hook.cls_attention(), logits=logits.detach())
             targets = result.targets
+        fallbacks = None
+        if self.label_source is not None:
+            result, fallbacks = self.label_source.relabel(result, labels, label_gaze)
+            targets = result.targets
         out = ForwardOutputs(images=images, labels=labels, result=result, logits=logits, model=self.core.backbone,
                              clean_logits=clean, teacher_logits=teacher, features=features,
                              token_head=self.core.token_head, autocast=self._autocast)
-        return out, targets
+        return out, targets, fallbacks
 
     def _aligned_forward(self, result: MixResult) -> tuple[Tensor, Tensor]:
         """The training forward inside the hooks' target tracker (TL-Align): the logits and the tracked targets."""
@@ -230,38 +299,78 @@ class Trainer:
         self.scheduler.step_update(num_updates=self.updates)
 
     def train_epoch(self, loader: Iterable, epoch: int, info: DistInfo, *, max_steps: int | None = None,
-                    quiet: bool = False, log_every: int = 20) -> dict[str, float]:
-        """One pass over ``loader``: mean training loss and the number of crops without gaze, over all ranks."""
+                    quiet: bool = False, log_every: int = 20, clock: RunClock | None = None,
+                    epochs: int | None = None) -> dict[str, float]:
+        """One pass over ``loader``: mean training loss, throughput, data time, crops without gaze and label
+        fallbacks, over all ranks (images per second is the sum over ranks). ``clock`` gets the steps taken and
+        gives the run's ETA; ``epochs`` is the run's length, for the bar's title."""
         self.model.train()
-        total = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, samples, empty gaze crops
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}", file=sys.stderr, disable=quiet or not info.is_main,
-                   leave=False, dynamic_ncols=True)
-        for k, batch in enumerate(bar):
-            if max_steps is not None and k >= max_steps:
+        # loss sum, samples, empty gaze crops, label fallbacks, seconds waiting for data per step
+        total = torch.zeros(5, dtype=torch.float64, device=self.device)
+        steps = len(loader) if max_steps is None else min(max_steps, len(loader))
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}" + (f"/{epochs}" if epochs else ""), file=sys.stderr,
+                   disable=quiet or not info.is_main, leave=False, dynamic_ncols=True, unit="step")
+        start = time.perf_counter()
+        data_seconds, images_seen, k = 0.0, 0, 0
+        it = iter(loader)
+        while k < steps:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            if batch is None:
                 break
-            images, labels, gaze = _unpack(batch, self.device)
-            images, gaze, empty = self.augment(images, gaze, self.generator)
-            out = self.step(images, labels, gaze, epoch)
-            total += torch.stack([out.loss.double() * labels.shape[0], total.new_tensor(labels.shape[0]),
-                                  empty.to(total)])
-            if k % log_every == 0:  # the only host sync of the loop
+            data_seconds += time.perf_counter() - t0
+            images, labels, gaze, label_gaze = _unpack(batch, self.device)
+            boxes, flip = self.augment.sample(images.shape[0], tuple(images.shape[-2:]), self.generator)
+            images, gaze, empty = self.augment.apply(images, gaze, boxes, flip)
+            if label_gaze is not None:
+                label_gaze = self.augment.crop_map(label_gaze, boxes, flip)
+            out = self.step(images, labels, gaze, epoch, label_gaze=label_gaze)
+            n = labels.shape[0]
+            fallbacks = out.label_fallbacks if out.label_fallbacks is not None else total.new_zeros(())
+            total[:4] += torch.stack([out.loss.double() * n, total.new_tensor(n), empty.to(total), fallbacks.to(total)])
+            images_seen += n
+            k += 1
+            bar.update(1)
+            if k % log_every == 0 or k == steps:  # the only host sync of the loop
                 loss = float(out.loss)
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {k + 1}: "
+                    raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {k}: "
                                              f"lower the learning rate or clip the gradients")
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                elapsed = time.perf_counter() - start
+                eta = clock.eta(k, elapsed) if clock is not None else math.nan
+                bar.set_postfix_str(_progress(float(total[0] / total[1]), images_seen / elapsed, data_seconds / k,
+                                              eta, self.optimizer.param_groups[0]["lr"]), refresh=False)
+        elapsed = time.perf_counter() - start
+        if clock is not None:
+            clock.steps(k, elapsed)
+        total[4] = data_seconds / max(k, 1)
+        rate = torch.tensor([images_seen / max(elapsed, 1e-9)], dtype=torch.float64, device=self.device)
         total = all_reduce_sum(total, info)
+        rate = all_reduce_sum(rate, info)
         if not math.isfinite(float(total[0])):
             raise FloatingPointError(f"the training loss became {float(total[0])} in epoch {epoch + 1}: lower the "
                                      f"learning rate or clip the gradients")
-        return {"train_loss": float(total[0] / total[1]) if total[1] > 0 else math.nan,
-                "gaze_empty_crops": int(total[2])}
+        stats = {"train_loss": float(total[0] / total[1]) if total[1] > 0 else math.nan,
+                 "images_per_second": float(rate[0]), "data_seconds_per_step": float(total[4]) / info.world_size,
+                 "gaze_empty_crops": int(total[2]), "label_fallbacks": int(total[3])}
+        bar.set_postfix_str(_progress(stats["train_loss"], stats["images_per_second"], stats["data_seconds_per_step"],
+                                      clock.eta() if clock is not None else math.nan,
+                                      self.optimizer.param_groups[0]["lr"]))
+        bar.close()
+        return stats
 
 
-def _unpack(batch: Any, device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+def _progress(loss: float, rate: float, data: float, eta: float, lr: float) -> str:
+    """The bar's numbers, in the words of the epoch summary."""
+    return f"loss {loss:.4f} (mean), {rate:.0f} img/s, data {1000 * data:.0f} ms/step, lr {lr:.2e}, " \
+           f"run ETA {format_duration(eta)}"
+
+
+def _unpack(batch: Any, device: torch.device) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
     gaze = batch[2].to(device, non_blocking=True) if len(batch) > 2 else None
-    return images, labels, gaze
+    label_gaze = batch[3].to(device, non_blocking=True) if len(batch) > 3 else None
+    return images, labels, gaze, label_gaze
 
 
 @torch.no_grad()
@@ -272,7 +381,7 @@ def evaluate(model: nn.Module, loader: Iterable, info: DistInfo, augment: BatchA
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp and info.device.type == "cuda" else nullcontext()
     sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, top1, top5, n
     for batch in loader:
-        images, labels, _ = _unpack(batch, info.device)
+        images, labels, _, _ = _unpack(batch, info.device)
         images = augment.normalise(images)
         with ctx:
             logits, _ = model(images)

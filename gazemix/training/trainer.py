@@ -1,17 +1,20 @@
 """``train(config)``: one training run end to end, single process or under ``torchrun``.
 
-Writes to ``config.out`` (rank 0 only): ``config.json`` (every setting, resolved), ``metrics.csv`` (one row
-appended per epoch), ``curves.png``, ``last.pt`` and ``best.pt``; a mixer with training state of its own (the
-learned mixers) saves it there too through its training hooks (``mixer.pt``, which the mixer option
+Writes to its run folder (rank 0 only; :mod:`gazemix.training.run_folder`: a fresh
+``runs/train/<date>-<time>-<mixer>`` by default, never a folder that holds another run unless resuming it):
+``config.json`` (every setting, resolved), ``metrics.csv`` (one row per epoch, rewritten whole each epoch),
+``curves.png`` (:mod:`gazemix.training.curves`), ``last.pt`` and ``best.pt``; a mixer with training state of its own
+(the learned mixers) saves it there too through its training hooks (``mixer.pt``, which the mixer option
 ``checkpoint=<out>/mixer.pt`` reloads).
 """
 
 from __future__ import annotations
 
-import csv
+import inspect
 import json
 import math
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -29,21 +32,50 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from gazemix.contract import Mixer
 from gazemix.device import resolve_device
 from gazemix.models import ModelError, build_model, check_model_name, is_vit, load_pretrained
+from gazemix.outputs import write_file_atomic
 from gazemix.registry import create_mixer, mixer_class
 from gazemix.training import distributed
 from gazemix.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gazemix.training.config import TrainConfig, resolve_recipe
+from gazemix.training.curves import write_curves
 from gazemix.training.data import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, DataError, TrainData, build_data
-from gazemix.training.engine import Classifier, Trainer, evaluate
+from gazemix.training.engine import Classifier, RunClock, Trainer, evaluate, format_duration
+from gazemix.training.labels import LABEL_SOURCES, LabelSource, make_label_source
+from gazemix.training.run_folder import check_out, fresh_out, read_metrics, write_metrics
 
-__all__ = ["METRIC_COLUMNS", "build_mixer", "token_head_for", "train"]
+__all__ = ["METRIC_COLUMNS", "MixerOptionError", "build_mixer", "token_head_for", "train"]
 
-METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "gaze_empty_crops", "epoch_seconds")
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_second",
+                  "data_seconds_per_step", "gaze_empty_crops", "label_fallbacks", "epoch_seconds")
+
+#: options every mixer takes that the trainer sets itself (from the data set, --label-smoothing and --seed)
+TRAINER_SET = ("num_classes", "label_smoothing", "seed")
+
+
+class MixerOptionError(ValueError):
+    """A mixer option the mixer refuses; ``option`` names it (``None`` when the options as a whole are refused)."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 def _log(msg: str, info: distributed.DistInfo, quiet: bool) -> None:
     if info.is_main and not quiet:
         print(msg, file=sys.stderr, flush=True)
+
+
+def mixer_options_of(cls: type[Mixer]) -> list[str]:
+    """The keyword options a mixer class takes (its ``__init__`` and its bases'), less those the trainer sets."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self":
+                names.add(p.name)
+    return sorted(names - set(TRAINER_SET))
 
 
 def build_mixer(name: str, backbone: torch.nn.Module, num_classes: int, *, has_gaze: bool, label_smoothing: float = 0.0,
@@ -52,16 +84,35 @@ def build_mixer(name: str, backbone: torch.nn.Module, num_classes: int, *, has_g
 
     Mixers laid on a token grid (``uses_patch_grid``) get the ViT's patch size unless ``options`` sets one; a mixer
     that reads a ViT (``model_kind == "vit"``, or a relabel from the ViT's attention) on a CNN, or human gaze on a
-    data set without it, is refused with what to use instead.
+    data set without it, is refused with what to use instead. An option the mixer does not take, or refuses, raises
+    :class:`MixerOptionError` naming it.
     """
     if name.lower() == "none":
         return None
     cls = mixer_class(name)
     vit = is_vit(backbone)
-    options = dict(options or {})
+    user = dict(options or {})
+    for key in user:
+        if key in TRAINER_SET:
+            raise MixerOptionError(f"mixer option {key!r} is set by the trainer (num_classes from the data set, "
+                                   f"label_smoothing from --label-smoothing, seed from --seed)", key)
+    options = dict(user)
     if vit and cls.uses_patch_grid:
         options.setdefault("patch_size", int(backbone.patch_embed.patch_size[0]))  # mix on the model's token grid
-    mixer = create_mixer(cls.name, num_classes=num_classes, label_smoothing=label_smoothing, seed=seed, **options)
+    try:
+        mixer = create_mixer(cls.name, num_classes=num_classes, label_smoothing=label_smoothing, seed=seed, **options)
+    except TypeError as err:
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if m is None or m.group(1) not in user:
+            raise
+        raise MixerOptionError(f"mixer {cls.name!r} has no option {m.group(1)!r}; its options: "
+                               f"{', '.join(mixer_options_of(cls))} (see its docstring)", m.group(1)) from None
+    except ValueError as err:
+        if not user:
+            raise
+        named = [k for k in user if re.search(rf"\b{re.escape(k)}\b", str(err))]
+        raise MixerOptionError(f"mixer {cls.name!r} refuses {', '.join(f'{k}={v!r}' for k, v in user.items())}: "
+                               f"{err}", named[0] if len(named) == 1 else None) from None
     if not vit and (mixer.model_kind == "vit" or mixer.relabels_after_forward):
         raise ModelError(f"mixer {cls.name!r} reads the attention of a Vision Transformer, but the model is a "
                          f"{type(backbone).__name__}: use a timm ViT/DeiT (e.g. deit_tiny_patch16_224) or a mixer that "
@@ -102,39 +153,9 @@ def _seed(*key: int) -> int:
     return int(np.random.SeedSequence(list(key)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def _write_metrics(path: Path, row: dict[str, float]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        if new:
-            w.writeheader()
-        w.writerow({k: row[k] for k in METRIC_COLUMNS})
-
-
-def _plot(metrics: Path, out: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    df = pd.read_csv(metrics)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(df.epoch, df.train_loss, "o-", label="train (mixed)")
-    a.plot(df.epoch, df.val_loss, "o-", label="validation")
-    a.set(xlabel="epoch", ylabel="loss")
-    a.legend()
-    b.plot(df.epoch, df.top1, "o-", label="top-1")
-    b.plot(df.epoch, df.top5, "o-", label="top-5")
-    b.set(xlabel="epoch", ylabel="validation accuracy (%)")
-    b.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-
-
 def train(config: TrainConfig, data: TrainData | None = None) -> dict[str, Any]:
-    """Train ``config.model`` with ``config.mixer``; returns the last epoch's metrics and the best top-1.
+    """Train ``config.model`` with ``config.mixer``; returns the last epoch's metrics (the columns of
+    ``metrics.csv``), ``best_top1`` and ``best_epoch``, the run folder ``out``, ``label_source`` and ``rank``.
 
     Args:
         config: every setting (see :class:`TrainConfig`).
@@ -166,23 +187,56 @@ class _Run:
     generator: torch.Generator
     augment: BatchAugment
     trainer: Trainer
+    metrics: list[dict[str, Any]]
+
+
+def _check_names(config: TrainConfig) -> None:
+    """Names and files first: a typo must not wait for the data set."""
+    check_model_name(config.model)
+    if config.mixer.lower() != "none":
+        mixer_class(config.mixer)
+    if config.label_source not in LABEL_SOURCES:
+        raise ValueError(f"--label-source must be one of {', '.join(LABEL_SOURCES)}, got {config.label_source!r}")
+    if config.label_source != "mixer" and config.mixer.lower() == "none":
+        raise ValueError(f"--label-source {config.label_source} relabels mixed images, but --mixer none mixes none")
+    if config.resume is not None and not Path(config.resume).is_file():
+        raise CheckpointError(f"--resume {config.resume}: no such file (a run folder holds last.pt and best.pt)")
+    if config.pretrained_path is not None and not Path(config.pretrained_path).is_file():
+        raise ModelError(f"--pretrained-path {config.pretrained_path}: no such file (local .pt/.pth/.safetensors "
+                         f"weights; nothing is downloaded)")
 
 
 def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | None) -> dict[str, Any]:
-    check_model_name(config.model)  # names first: a typo must not wait for the data set
-    if config.mixer.lower() != "none":
-        mixer_class(config.mixer)
+    _check_names(config)
     cfg = resolve_recipe(config, info.world_size)
-    out = Path(cfg.out)
+    curve = cfg.calibration_mixer or (mixer_class(cfg.mixer).name if cfg.mixer.lower() != "none" else None)
+    make_label_source(cfg.label_source, 2, 0.0, calibration=cfg.calibration, curve=curve)  # refuse a bad fit early
+    planned = check_out(cfg.out, cfg.resume)
+    created = False
     if info.is_main:
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"the output folder {out} exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
+        if planned is None:
+            planned, created = fresh_out(mixer_class(cfg.mixer).name if cfg.mixer.lower() != "none" else "none"), True
+        else:
+            created = not planned.exists()
+            planned.mkdir(parents=True, exist_ok=True)
+    out = Path(distributed.broadcast_object(str(planned), info))
+    cfg.out = str(out)
+    try:
+        return _train_in(cfg, out, info, data, curve)
+    except BaseException:
+        if info.is_main and created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
+
+
+def _train_in(cfg: TrainConfig, out: Path, info: distributed.DistInfo, data: TrainData | None,
+              curve: str | None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
-    run = _build_run(cfg, out, info, data)
-    start, best = 0, -math.inf
+    run = _build_run(cfg, out, info, data, curve)
+    start, best, best_epoch = 0, -math.inf, 0
     if cfg.resume:
-        start, best = _resume(cfg, run.core, run.trainer, run.num_classes)
+        start, best, best_epoch = _resume(cfg, run.core, run.trainer, run.num_classes)
+        run.metrics[:] = _resumed_metrics(cfg, out, start, info)
         _log(f"resumed from {cfg.resume} at epoch {start}", info, cfg.quiet)
     run.trainer.hooks.setup(run.core.backbone, loader=run.train_loader, augment=run.augment,
                             total_steps=cfg.epochs * run.steps, device=info.device, max_steps=cfg.max_steps,
@@ -190,30 +244,68 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
                             start_step=run.trainer.updates)
     if info.is_main:
         _write_config(run, info)
-    _log(f"training {cfg.model} with mixer {cfg.mixer} on {run.data.description}: {cfg.epochs} epochs x {run.steps} "
-         f"steps, batch {cfg.batch_size} x {info.world_size}, lr {cfg.lr:.2e}, device {info.device}", info, cfg.quiet)
-    row: dict[str, float] = {}
+    labels = "" if cfg.label_source == "mixer" else f", labels: {cfg.label_source}"
+    _log(f"training {cfg.model} with mixer {cfg.mixer} on {run.data.description}{labels}: {cfg.epochs} epochs x "
+         f"{run.steps} steps, batch {cfg.batch_size} x {info.world_size}, lr {cfg.lr:.2e}, device {info.device}; "
+         f"writing to {out}", info, cfg.quiet)
+    for note in run.data.notes:
+        _log(f"data: {note}", info, cfg.quiet)
+    clock = RunClock(steps_left=(cfg.epochs - start) * run.steps, evals_left=cfg.epochs - start)
+    row: dict[str, Any] = {}
     for epoch in range(start, cfg.epochs):
-        row, best = _epoch(run, epoch, best, info)
-    return {**row, "best_top1": best, "out": str(out), "rank": info.rank}
+        row, best, best_epoch = _epoch(run, epoch, best, best_epoch, info, clock)
+    if not row and run.metrics:
+        row = {k: _number(v) for k, v in run.metrics[-1].items()}
+    return {**row, "best_top1": best, "best_epoch": best_epoch, "out": str(out), "label_source": cfg.label_source,
+            "rank": info.rank}
 
 
-def _build_run(cfg: TrainConfig, out: Path, info: distributed.DistInfo, data: TrainData | None) -> _Run:
+def _number(text: Any) -> Any:
+    """A ``metrics.csv`` cell as the number it was written from."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            continue
+    return text
+
+
+def _resumed_metrics(cfg: TrainConfig, out: Path, start: int, info: distributed.DistInfo) -> list[dict[str, Any]]:
+    """The rows up to the resumed epoch: from ``out``'s table, or the checkpoint's run folder for a new ``out``."""
+    own = read_metrics(out / "metrics.csv")
+    rows = own if own else read_metrics(Path(cfg.resume).parent / "metrics.csv")
+    kept = [r for r in rows if int(float(r["epoch"])) <= start]
+    if len(kept) < len(rows):
+        later = sorted({int(float(r["epoch"])) for r in rows} - {int(float(r["epoch"])) for r in kept})
+        _log(f"metrics.csv: epochs {later[0]}-{later[-1]} dropped (the checkpoint was written after epoch {start}; "
+             f"they are trained again)", info, cfg.quiet)
+    return kept
+
+
+def _build_run(cfg: TrainConfig, out: Path, info: distributed.DistInfo, data: TrainData | None,
+               curve: str | None) -> _Run:
     """The data, model, mixer (and the module its hooks want), loaders, optimiser, schedule and trainer."""
     if data is None:
-        data = build_data(cfg.data, cfg.root, cfg.img_size, gaze_root=cfg.gaze_root, seed=cfg.seed,
-                          demo_train=cfg.demo_train, demo_val=cfg.demo_val)
+        data = build_data(cfg.data, cfg.root, cfg.img_size, fixations=cfg.fixations, seed=cfg.seed,
+                          demo_train=cfg.demo_train, demo_val=cfg.demo_val, label_gaze=cfg.label_source == "gaze",
+                          max_bad_fraction=cfg.max_bad_fraction)
     data.check()
     k = len(data.class_names)
     if cfg.num_classes is not None and cfg.num_classes != k:
         raise DataError(f"--num-classes {cfg.num_classes} does not match {data.description}, which has {k} classes: "
                         f"drop --num-classes or point --root at the intended data set")
+    if cfg.label_source == "gaze" and not data.has_label_gaze:
+        raise DataError(f"--label-source gaze needs held-out human gaze, and {data.description} has "
+                        + ("gaze but no held-out split of it (build the data with label_gaze=True)" if data.has_gaze
+                           else "no gaze"))
     backbone = build_model(cfg.model, k, cfg.img_size, patch_size=cfg.patch_size, drop_path=cfg.drop_path)
     if cfg.pretrained_path:
         left = load_pretrained(backbone, cfg.pretrained_path)
         _log(f"loaded {cfg.pretrained_path}; newly initialised: {', '.join(left) or 'nothing'}", info, cfg.quiet)
     mixer = build_mixer(cfg.mixer, backbone, k, has_gaze=data.has_gaze, label_smoothing=cfg.label_smoothing,
                         seed=cfg.seed * 1000 + info.rank, options=cfg.mixer_options)
+    labels: LabelSource = make_label_source(cfg.label_source, k, cfg.label_smoothing, calibration=cfg.calibration,
+                                            curve=curve)
     core = Classifier(backbone, token_head_for(mixer, backbone, k, cfg.square_losses)).to(info.device)
     model = DistributedDataParallel(core, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
         if info.enabled else core
@@ -232,23 +324,26 @@ def _build_run(cfg: TrainConfig, out: Path, info: distributed.DistInfo, data: Tr
     augment = BatchAugment(cfg.img_size, cfg.crop_scale, pcfg.get("mean", IMAGENET_MEAN), pcfg.get("std", IMAGENET_STD))
     trainer = Trainer(model, core, mixer, optimizer, scheduler, augment, num_classes=k,
                       label_smoothing=cfg.label_smoothing, generator=generator, clip_grad=cfg.clip_grad,
-                      amp=cfg.amp, device=info.device, square_losses=cfg.square_losses)
+                      amp=cfg.amp, device=info.device, square_losses=cfg.square_losses, label_source=labels)
     return _Run(cfg, out, data, k, mixer, core, model, train_loader, val_loader, steps, optimizer, scheduler,
-                generator, augment, trainer)
+                generator, augment, trainer, [])
 
 
 def _write_config(run: _Run, info: distributed.DistInfo) -> None:
     """``config.json``: every setting, resolved, with the data set, the process layout and the versions."""
     cfg = run.cfg
     record = {**cfg.to_dict(), "num_classes": run.num_classes, "class_names": run.data.class_names,
-              "data_description": run.data.description, "world_size": info.world_size, "device": str(info.device),
+              "data_description": run.data.description, "data_notes": run.data.notes,
+              "world_size": info.world_size, "device": str(info.device),
               "steps_per_epoch": run.steps, "mixer_config": None if run.mixer is None else run.mixer.config(),
               "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}}
-    (run.out / "config.json").write_text(json.dumps(record, indent=2, default=str))
+    write_file_atomic(run.out / "config.json", json.dumps(record, indent=2, default=str), overwrite=True)
 
 
-def _epoch(run: _Run, epoch: int, best: float, info: distributed.DistInfo) -> tuple[dict[str, float], float]:
-    """Train and evaluate one epoch, write its row, curves and checkpoints; returns the row and the best top-1."""
+def _epoch(run: _Run, epoch: int, best: float, best_epoch: int, info: distributed.DistInfo,
+           clock: RunClock) -> tuple[dict[str, Any], float, int]:
+    """Train and evaluate one epoch, write its row, curves and checkpoints; returns the row, the best top-1 and its
+    epoch."""
     cfg, out = run.cfg, run.out
     # every random draw of an epoch is seeded from (seed, epoch[, rank]): a resumed run draws what it would have
     run.train_loader.generator.manual_seed(_seed(cfg.seed, epoch))
@@ -257,31 +352,47 @@ def _epoch(run: _Run, epoch: int, best: float, info: distributed.DistInfo) -> tu
     if isinstance(run.train_loader.sampler, DistributedSampler):
         run.train_loader.sampler.set_epoch(epoch)
     t0 = time.perf_counter()
-    train_stats = run.trainer.train_epoch(run.train_loader, epoch, info, max_steps=cfg.max_steps, quiet=cfg.quiet)
+    train_stats = run.trainer.train_epoch(run.train_loader, epoch, info, max_steps=cfg.max_steps, quiet=cfg.quiet,
+                                          clock=clock, epochs=cfg.epochs)
+    t1 = time.perf_counter()
     metrics = evaluate(run.model, run.val_loader, info, run.augment, amp=cfg.amp)
+    clock.evaluated(time.perf_counter() - t1)
     row = {"epoch": epoch + 1, **train_stats, **metrics, "lr": run.optimizer.param_groups[0]["lr"],
            "epoch_seconds": time.perf_counter() - t0}
     improved = metrics["top1"] > best
-    best = max(best, metrics["top1"])
+    if improved:
+        best, best_epoch = metrics["top1"], epoch + 1
     if info.is_main:
-        _write_metrics(out / "metrics.csv", row)
-        _plot(out / "metrics.csv", out / "curves.png", f"{cfg.model} + {cfg.mixer} on {cfg.data}")
+        run.metrics.append(row)
+        write_metrics(out / "metrics.csv", run.metrics, METRIC_COLUMNS)
+        labels = "" if cfg.label_source == "mixer" else f", {cfg.label_source} labels"
+        write_curves(run.metrics, out / "curves.png", run.num_classes,
+                     f"{cfg.model} + {cfg.mixer}{labels} on {cfg.data}")
         core = run.core
         state = {"model": core.backbone.state_dict(),
                  "token_head": None if core.token_head is None else core.token_head.state_dict(),
                  "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-                 "updates": run.trainer.updates, "epoch": epoch + 1, "best_top1": best, "config": cfg.to_dict(),
-                 "num_classes": run.num_classes}
+                 "updates": run.trainer.updates, "epoch": epoch + 1, "best_top1": best, "best_epoch": best_epoch,
+                 "config": cfg.to_dict(), "num_classes": run.num_classes}
         save_checkpoint(state, out / "last.pt")
         run.trainer.hooks.save(out)
         if improved:
             save_checkpoint(state, out / "best.pt")
-    _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_stats['train_loss']:.4f}, val loss "
-         f"{metrics['val_loss']:.4f}, top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}%", info, cfg.quiet)
-    return row, best
+    _log(_summary(row, cfg.epochs, run.num_classes, clock, cfg.label_source), info, cfg.quiet)
+    return row, best, best_epoch
 
 
-def _resume(cfg: TrainConfig, core: Classifier, trainer: Trainer, num_classes: int) -> tuple[int, float]:
+def _summary(row: dict[str, Any], epochs: int, num_classes: int, clock: RunClock, label_source: str) -> str:
+    """The epoch's line: the numbers of its ``metrics.csv`` row, in the bar's words, and the run's ETA."""
+    top5 = f", top-5 {row['top5']:.2f}%" if num_classes >= 10 else ""
+    fallbacks = f", {row['label_fallbacks']} mixer-labelled (no held-out gaze)" if label_source == "gaze" else ""
+    return (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} (mean), val loss {row['val_loss']:.4f}, "
+            f"top-1 {row['top1']:.2f}%{top5}, {row['images_per_second']:.0f} img/s, data "
+            f"{1000 * row['data_seconds_per_step']:.0f} ms/step{fallbacks}, {row['epoch_seconds']:.1f} s, run ETA "
+            f"{format_duration(clock.eta())}")
+
+
+def _resume(cfg: TrainConfig, core: Classifier, trainer: Trainer, num_classes: int) -> tuple[int, float, int]:
     state = load_checkpoint(cfg.resume)
     saved = state["config"]
     if saved.get("model") != cfg.model:
@@ -298,4 +409,4 @@ def _resume(cfg: TrainConfig, core: Classifier, trainer: Trainer, num_classes: i
     except (RuntimeError, KeyError, ValueError) as err:
         raise CheckpointError(f"--resume {cfg.resume} does not fit this model/optimiser: {err}") from err
     trainer.updates = int(state.get("updates", 0))
-    return int(state["epoch"]), float(state["best_top1"])
+    return int(state["epoch"]), float(state["best_top1"]), int(state.get("best_epoch", 0))
