@@ -269,17 +269,17 @@ def test_tlalign_targets_follow_the_attention_of_the_training_forward(tmp_path):
     torch.testing.assert_close(targets.sum(dim=1), torch.ones(4))
 
 
-def test_cub_layout_with_cub_gha_fixations(tmp_path):
+def make_cub_layout(tmp_path: Path, runs: int = 1) -> tuple[Path, Path]:
+    """A 6-image CUB-200-2011 folder (classes A, B; images 1-4 train) and CUB-GHA run files: run 1 fixates near
+    the right edge for class B and the left edge for class A, run 2 (when ``runs=2``) the opposite edge."""
     from PIL import Image
-
-    from gazemix.training.data import build_data
 
     cub, gaze_dir = tmp_path / "CUB_200_2011", tmp_path / "data_5runs"
     (cub / "images" / "001.A").mkdir(parents=True)
     (cub / "images" / "002.B").mkdir()
     gaze_dir.mkdir()
     rng = torch.Generator().manual_seed(0)
-    images, labels, split, fixations = [], [], [], []
+    images, labels, split, fixations = [], [], [], {r: [] for r in range(1, runs + 1)}
     for i in range(1, 7):
         c = 1 + (i % 2)
         rel = f"00{c}.{'AB'[c - 1]}/img{i}.jpg"
@@ -287,11 +287,21 @@ def test_cub_layout_with_cub_gha_fixations(tmp_path):
         images.append(f"{i} {rel}")
         labels.append(f"{i} {c}")
         split.append(f"{i} {int(i <= 4)}")
-        fixations.append(f"{i},40,30,{3 + 30 * (c - 1)},15,200,{4 + 30 * (c - 1)},14,150")
+        for r in fixations:
+            x = 3 + 30 * ((c - 1) if r == 1 else (2 - c))
+            fixations[r].append(f"{i},40,30,{x},15,200,{x + 1},14,150")
     for name, lines in [("images.txt", images), ("image_class_labels.txt", labels), ("train_test_split.txt", split),
                         ("classes.txt", ["1 001.A", "2 002.B"])]:
         (cub / name).write_text("\n".join(lines) + "\n")
-    (gaze_dir / "Fixation_run1.txt").write_text("\n".join(fixations) + "\n")
+    for r, lines in fixations.items():
+        (gaze_dir / f"Fixation_run{r}.txt").write_text("\n".join(lines) + "\n")
+    return cub, gaze_dir
+
+
+def test_cub_layout_with_cub_gha_fixations(tmp_path):
+    from gazemix.training.data import build_data
+
+    cub, gaze_dir = make_cub_layout(tmp_path)
     with pytest.raises(DataError, match="--fixations"):
         build_data("cub-gha", str(cub), 32)
     data = build_data("cub-gha", str(cub), 32, fixations=[str(gaze_dir)])

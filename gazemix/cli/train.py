@@ -71,11 +71,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     data = p.add_argument_group("data")
     data.add_argument("--data", default=DEFAULTS.data, metavar="NAME",
-                      help=f"data set: {', '.join(DATA_SETS)} (those with photographs and class labels; see `gazemix "
-                           f"score --help`)")
-    data.add_argument("--root", help="data set folder: CUB_200_2011 for cub-gha, the image folder for folder")
+                      help=f"data set, by its gazemix name ({', '.join(DATA_SETS)}); training needs photographs "
+                           f"and class labels: demo, folder, cub-gha (with --root), coco-search18, cat2000")
+    data.add_argument("--root", help="data set folder: CUB_200_2011 for cub-gha, the image folder for folder (default: none; demo "
+                           "needs none)")
     data.add_argument("--fixations", nargs="+", metavar="FILE",
-                      help="gaze files kept apart from the images: cub-gha's Fixation_run<k>.txt files or their folder")
+                      help="gaze files kept apart from the images: cub-gha's Fixation_run<k>.txt files or their folder "
+                           "(default: none)")
     data.add_argument("--gaze-root", help=argparse.SUPPRESS)  # deprecated spelling of --fixations
     data.add_argument("--max-bad-fraction", type=float, default=DEFAULTS.max_bad_fraction,
                       help="stop when more than this fraction of the data set's records are malformed")
@@ -88,7 +90,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--checkpoint", metavar="FILE",
                        help="local .pt/.pth/.safetensors weights to start from (as `gazemix score --checkpoint`; "
                             "nothing is downloaded; default: random initialisation)")
-    model.add_argument("--pretrained-path", metavar="FILE", help="the same as --checkpoint")
+    model.add_argument("--pretrained-path", metavar="FILE", help="the same as --checkpoint (default: none)")
     model.add_argument("--img-size", type=int, default=DEFAULTS.img_size, help="image side in pixels")
     model.add_argument("--patch-size", type=int, help="ViT patch size (default: the model's)")
     model.add_argument("--num-classes", type=int, help="expected class count, checked against the data set "
@@ -111,14 +113,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="use this mixer's curve of --calibration (default: the curve of --mixer)")
 
     recipe = p.add_argument_group("recipe (defaults: the DeiT recipe, per model family)")
-    recipe.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    recipe.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="training epochs")
     recipe.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="per process")
     recipe.add_argument("--lr", type=float, help="peak learning rate (default: 5e-4 x total batch / 512 for ViTs, "
                                                   "1e-3 x total batch / 512 for CNNs)")
-    recipe.add_argument("--min-lr", type=float, default=DEFAULTS.min_lr)
-    recipe.add_argument("--warmup-lr", type=float, default=DEFAULTS.warmup_lr)
+    recipe.add_argument("--min-lr", type=float, default=DEFAULTS.min_lr, help="learning rate at the end of the cosine")
+    recipe.add_argument("--warmup-lr", type=float, default=DEFAULTS.warmup_lr, help="learning rate of the first step")
     recipe.add_argument("--warmup-epochs", type=int, help="default: min(5, epochs // 5)")
-    recipe.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    recipe.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="AdamW weight decay")
     recipe.add_argument("--label-smoothing", type=float, help="default: 0.1")
     recipe.add_argument("--drop-path", type=float, help="default: 0.1 (ViT) / 0.05 (CNN)")
     recipe.add_argument("--clip-grad", type=float, help="max gradient norm (default: off, as DeiT)")
@@ -127,7 +129,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     recipe.add_argument("--crop-scale", type=float, nargs=2, default=DEFAULTS.crop_scale, metavar=("MIN", "MAX"),
                         help="random-resized-crop area range (TdAttenMix's CUB recipe: 0.5 1)")
     recipe.add_argument("--max-steps", type=int, help="cap on steps per epoch, for smoke runs (default: no cap)")
-    recipe.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    recipe.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                        help="seed of every random draw (data order, crops, mixing, initialisation)")
     recipe.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda or cuda:N")
 
     run_ = p.add_argument_group("run folder and output")

@@ -26,9 +26,9 @@ def curves_figure(rows: Sequence[dict[str, Any]], num_classes: int, title: str) 
     epoch = [int(float(r["epoch"])) for r in rows]
     col = lambda key: [float(r[key]) for r in rows]  # noqa: E731
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
-    a.plot(epoch, col("train_loss"), "o-", ms=3, label="train (on mixed images)")
+    a.plot(epoch, col("train_loss"), "o-", ms=3, label="train (mixed images, all loss terms)")
     a.plot(epoch, col("val_loss"), "o-", ms=3, label="validation (clean)")
-    a.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    a.set(xlabel="epoch", ylabel="loss", title="Loss")
     a.legend(fontsize=8)
     b.plot(epoch, col("top1"), "o-", ms=3, label="top-1")
     if num_classes >= TOP5_MIN_CLASSES:
