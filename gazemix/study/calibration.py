@@ -233,7 +233,8 @@ def fit_mixer(table: pd.DataFrame, *, unit: str = "both", n_boot: int = N_BOOT, 
     keep = counts > 0
     with np.errstate(invalid="ignore"):
         plo, phi = np.nanquantile(boot_points[:, keep], q, axis=0) if keep.any() else (np.array([]), np.array([]))
-    points = pd.DataFrame({"lam": np.bincount(p_idx, lam, n_points)[keep] / counts[keep], "n": counts[keep],
+    point_lam = knots if discrete else np.bincount(p_idx, lam, n_points) / np.maximum(counts, 1)
+    points = pd.DataFrame({"lam": point_lam[keep], "n": counts[keep],
                            "mean": point_means[keep], "lo": plo, "hi": phi})
     return MixerFit(mixer, grid, fitted, lo, hi, anchors, points, "discrete" if discrete else "binned", len(table),
                     len(a_codes), len(i_codes))

@@ -42,11 +42,16 @@ __all__ = ["LABEL_SOURCES", "GazeLabels", "HumanLabels", "LabelSource", "make_la
 LABEL_SOURCES = ("mixer", "human", "gaze")
 
 
-def reweight(result: MixResult, weights: Tensor, labels: Tensor, num_classes: int, smoothing: float) -> MixResult:
-    """``result`` with source weights ``weights (B', S)`` and the targets rebuilt from them (see module docstring)."""
+def reweight(result: MixResult, weights: Tensor, labels: Tensor, num_classes: int, smoothing: float,
+             changed: Tensor | None = None) -> MixResult:
+    """``result`` with source weights ``weights (B', S)`` and the targets rebuilt from them (see module docstring);
+    outputs where ``changed (B',)`` is False keep the mixer's weights and targets exactly."""
     soft = soft_targets(labels, num_classes, smoothing).to(weights.device)
     weights = weights.to(torch.float32)
     targets = sum(weights[:, s, None] * soft[src.index] for s, src in enumerate(result.sources))
+    if changed is not None:
+        weights = torch.where(changed.view(-1, 1), weights, _weights(result.sources))
+        targets = torch.where(changed.view(-1, 1), targets, result.targets)
     sources = tuple(dataclasses.replace(src, weight=weights[:, s]) for s, src in enumerate(result.sources))
     return dataclasses.replace(result, targets=targets, sources=sources)
 
@@ -94,8 +99,7 @@ class HumanLabels(LabelSource):
         split = torch.where(rest.view(-1, 1) > 0, partners / rest.clamp_min(1e-12).view(-1, 1),
                             torch.full_like(partners, 1.0 / partners.shape[1]))
         new = torch.cat([perceived.view(-1, 1), (1 - perceived).view(-1, 1) * split], dim=1)
-        new = torch.where(ok.view(-1, 1), new, w)
-        return reweight(result, new, labels, self.num_classes, self.smoothing), (~ok).sum()
+        return reweight(result, new, labels, self.num_classes, self.smoothing, ok), (~ok).sum()
 
 
 class GazeLabels(LabelSource):
@@ -112,8 +116,8 @@ class GazeLabels(LabelSource):
         total = masses.sum(dim=1)
         seen = torch.stack([has_gaze[src.index] for src in result.sources], dim=1).all(dim=1)
         ok = seen & (total > 0)
-        new = torch.where(ok.view(-1, 1), masses / total.clamp_min(1e-12).view(-1, 1), _weights(result.sources))
-        return reweight(result, new, labels, self.num_classes, self.smoothing), (~ok).sum()
+        new = masses / total.clamp_min(1e-12).view(-1, 1)
+        return reweight(result, new, labels, self.num_classes, self.smoothing, ok), (~ok).sum()
 
 
 def make_label_source(name: str, num_classes: int, smoothing: float, *, calibration: str | os.PathLike | None = None,
