@@ -17,7 +17,7 @@ from tests.test_train import make_cub_layout
 
 MODEL = ["--model", "test_vit", "--patch-size", "8", "--img-size", "32", "--mixer", "cutmix", "--workers", "0",
          "--device", "cpu", "--lr", "1e-3"]
-TINY = ["--demo-train", "16", "--demo-val", "8", "--batch-size", "8", *MODEL]
+TINY = ["--demo-train", "16", "--demo-val", "8", "--batch-size", "8", "--max-steps", "1", *MODEL]
 
 
 def epochs_of(folder: Path) -> list[int]:
@@ -79,35 +79,35 @@ def test_default_run_folders_are_fresh_and_timestamped(tmp_path, monkeypatch, ca
 def test_a_folder_holding_a_run_is_refused_unless_resumed(tmp_path, capsys):
     out = tmp_path / "run"
     base = ["train", *TINY, "--quiet", "--out", str(out)]
-    assert main(base + ["--epochs", "2"]) == 0
+    assert main(base + ["--epochs", "1"]) == 0
     capsys.readouterr()
     before = (out / "last.pt").stat().st_mtime_ns, (out / "metrics.csv").read_text()
-    assert main(base + ["--epochs", "2"]) == 2
+    assert main(base + ["--epochs", "1"]) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "already holds a run" in err[0] and "--resume" in err[0]
     assert ((out / "last.pt").stat().st_mtime_ns, (out / "metrics.csv").read_text()) == before
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    assert main(["train", *TINY, "--quiet", "--out", str(tmp_path / "other"), "--epochs", "3",
+    assert main(["train", *TINY, "--quiet", "--out", str(tmp_path / "other"), "--epochs", "2",
                  "--resume", str(out / "last.pt")]) == 2
     assert "holds files of another run" in capsys.readouterr().err
-    assert main(["train", *TINY, "--quiet", "--epochs", "3", "--resume"]) == 2
+    assert main(["train", *TINY, "--quiet", "--epochs", "2", "--resume"]) == 2
     assert "pass --out RUN_FOLDER" in capsys.readouterr().err
-    assert main(base + ["--epochs", "3", "--resume"]) == 0
-    assert epochs_of(out) == [1, 2, 3]
+    assert main(base + ["--epochs", "2", "--resume"]) == 0
+    assert epochs_of(out) == [1, 2]
 
 
 def test_resuming_an_earlier_checkpoint_keeps_the_epochs_in_order(tmp_path, capsys):
     out = tmp_path / "run"
     base = ["train", *TINY, "--quiet", "--out", str(out)]
-    assert main(base + ["--epochs", "3"]) == 0
+    assert main(base + ["--epochs", "2"]) == 0
     import torch
 
     state = torch.load(out / "last.pt", weights_only=True)
-    state["epoch"] = 1  # as if last.pt had been written after epoch 1 (e.g. a best.pt of epoch 1)
+    state["epoch"] = 1  # as if the checkpoint had been written after epoch 1 (e.g. a best.pt of epoch 1)
     torch.save(state, out / "epoch1.pt")
-    assert main(base + ["--epochs", "3", "--resume", str(out / "epoch1.pt")]) == 0
-    assert epochs_of(out) == [1, 2, 3]  # epochs 2 and 3 trained again, never 1, 2, 3, 2, 3
+    assert main(base + ["--epochs", "2", "--resume", str(out / "epoch1.pt")]) == 0
+    assert epochs_of(out) == [1, 2]  # epoch 2 trained again, never 1, 2, 2
 
 
 def test_resume_into_a_new_folder_carries_the_earlier_rows(tmp_path, capsys):

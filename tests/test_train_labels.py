@@ -210,7 +210,7 @@ def test_label_sources_change_what_is_learned(tmp_path):
 def test_cli_trains_on_human_and_gaze_labels(tmp_path, capsys):
     args = ["train", "--data", "demo", "--demo-train", "16", "--demo-val", "8", "--model", "test_vit", "--patch-size",
             "8", "--img-size", "32", "--mixer", "cutmix", "--batch-size", "8", "--workers", "0", "--device", "cpu",
-            "--epochs", "1", "--quiet", "--json"]
+            "--epochs", "1", "--max-steps", "1", "--quiet", "--json"]
     assert main(args + ["--label-source", "gaze", "--out", str(tmp_path / "g")]) == 0
     assert json.loads(capsys.readouterr().out)["label_source"] == "gaze"
     fit = write_fit(tmp_path, mixer="mixup")

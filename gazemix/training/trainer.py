@@ -277,8 +277,9 @@ def _resumed_metrics(cfg: TrainConfig, out: Path, start: int, info: distributed.
     kept = [r for r in rows if int(float(r["epoch"])) <= start]
     if len(kept) < len(rows):
         later = sorted({int(float(r["epoch"])) for r in rows} - {int(float(r["epoch"])) for r in kept})
-        _log(f"metrics.csv: epochs {later[0]}-{later[-1]} dropped (the checkpoint was written after epoch {start}; "
-             f"they are trained again)", info, cfg.quiet)
+        which = f"epoch {later[0]}" if len(later) == 1 else f"epochs {later[0]}-{later[-1]}"
+        _log(f"metrics.csv: {which} dropped (the checkpoint was written after epoch {start}; trained again)", info,
+             cfg.quiet)
     return kept
 
 
