@@ -3,35 +3,15 @@ epochs on the x axis."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
-
-def text_boxes(fig) -> list[tuple[str, object]]:
-    """Every visible, non-empty text of a drawn figure with its window extent (titles, labels, ticks, legends)."""
-    from matplotlib.text import Text
-
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    hidden = set()  # tick labels of ticks outside the view: the locator proposes them, matplotlib does not draw them
-    for ax in fig.axes:
-        for axis, (lo, hi) in ((ax.xaxis, sorted(ax.get_xlim())), (ax.yaxis, sorted(ax.get_ylim()))):
-            for loc, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels()):
-                if not lo - 1e-9 <= loc <= hi + 1e-9:
-                    hidden.add(id(label))
-    return [(t.get_text(), t.get_window_extent(renderer)) for t in fig.findobj(Text)
-            if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
+from tests.layout import overlapping_texts, texts_outside
 
 
 def assert_no_text_overlap(fig) -> None:
-    """No two text boxes intersect, and every box lies inside the figure."""
-    boxes = text_boxes(fig)
-    w, h = fig.canvas.get_width_height()
-    for text, box in boxes:
-        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= w + 1 and box.y1 <= h + 1, f"{text!r} leaves the figure"
-    for (ta, a), (tb, b) in itertools.combinations(boxes, 2):
-        assert not a.overlaps(b), f"{ta!r} overlaps {tb!r}"
+    """No two drawn texts overlap and none leaves the figure (:mod:`tests.layout`)."""
+    assert overlapping_texts(fig) == [], overlapping_texts(fig)
+    assert texts_outside(fig) == [], texts_outside(fig)
 
 
 def rows(n_epochs: int, top1: float = 40.0) -> list[dict[str, float]]:
@@ -74,15 +54,3 @@ def test_curves_png_is_written_whole(tmp_path):
         assert im.format == "PNG" and im.size == (1000, 420)
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file left behind
 
-
-def test_the_overlap_check_sees_an_overlap():
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3, 2), layout="constrained")
-    ax.set_title("title")
-    ax.text(0.5, 1.03, "another", transform=ax.transAxes, ha="center")
-    try:
-        with pytest.raises(AssertionError, match="overlaps"):
-            assert_no_text_overlap(fig)
-    finally:
-        plt.close(fig)
