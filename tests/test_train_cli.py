@@ -154,6 +154,14 @@ def test_progress_bar_summary_and_metrics_agree(tmp_path, capsys):
     (["--calibration", "/nope.json", "--label-source", "human"], "--calibration /nope.json", "no such file"),
     (["--resume", "/nope.pt"], "--resume /nope.pt", "no such file"),
     (["--mixer", "none", "--label-source", "gaze"], "--label-source gaze", "mixes none"),
+    (["--mixer", "none", "--mixer-opt", "cutmix.alpha=1"], "--mixer-opt cutmix.alpha=1", "takes no options"),
+    (["--img-size", "36"], "--img-size 36", "not divisible by the patch size 8"),
+    (["--img-size", "24"], "--img-size 24", "32 pixels or more"),
+    (["--batch-size", "64"], "--batch-size", "at most 16"),
+    (["--device", "gpu"], "--device", "unknown device 'gpu'"),
+    (["--crop-scale", "0.5", "0.1"], "--crop-scale", "MIN <= MAX"),
+    (["--lr", "-1"], "--lr", "(0, inf)"),
+    (["--data", "folder", "--root", "/nope"], "--root", "/nope"),
 ])
 def test_user_errors_are_one_line_naming_the_flag(tmp_path, capsys, extra, flag, hint):
     out = tmp_path / "x"

@@ -148,6 +148,8 @@ def _mixer_options(args: argparse.Namespace) -> dict[str, object]:
     """``--mixer-opt`` values for ``--mixer``: prefixed ones must name it; bare ``KEY=VALUE`` is deprecated."""
     options: dict[str, object] = {}
     mixer = args.mixer.strip().lower().replace("-", "_")
+    if args.mixer_opt and mixer == "none":
+        raise CliError(f"--mixer-opt {args.mixer_opt[0][3]}: --mixer none mixes nothing and takes no options")
     for name, key, value, text in args.mixer_opt:
         if name is None:
             _warn(f"--mixer-opt {text} is deprecated; write --mixer-opt {mixer}.{text} (MIXER.KEY=VALUE, as in "
@@ -156,18 +158,42 @@ def _mixer_options(args: argparse.Namespace) -> dict[str, object]:
             raise CliError(f"--mixer-opt {text}: an option of {name}, but --mixer is {args.mixer}; write "
                            f"--mixer-opt {mixer}.{key}=...")
         options[key] = value
-    if options and mixer == "none":
-        raise CliError("--mixer-opt: --mixer none takes no options")
     return options
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse numbers no run can use, naming the flag."""
+    for name in ("epochs", "batch_size", "demo_train", "demo_val", "max_steps", "patch_size", "num_classes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.workers < 0 or (args.warmup_epochs is not None and args.warmup_epochs < 0):
+        flag, value = ("--workers", args.workers) if args.workers < 0 else ("--warmup-epochs", args.warmup_epochs)
+        raise CliError(f"{flag} must be 0 or more, got {value}")
+    if args.img_size < 8:
+        raise CliError(f"--img-size must be at least 8 pixels, got {args.img_size}")
+    inf = float("inf")
+    for flag, value, lo, hi, lo_open, hi_open in (
+            ("--lr", args.lr, 0, inf, True, True), ("--min-lr", args.min_lr, 0, inf, False, True),
+            ("--warmup-lr", args.warmup_lr, 0, inf, False, True),
+            ("--weight-decay", args.weight_decay, 0, inf, False, True),
+            ("--clip-grad", args.clip_grad, 0, inf, True, True),
+            ("--label-smoothing", args.label_smoothing, 0, 1, False, True),
+            ("--drop-path", args.drop_path, 0, 1, False, True),
+            ("--max-bad-fraction", args.max_bad_fraction, 0, 1, False, False)):
+        if value is None:
+            continue
+        if not ((value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)):
+            interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            raise CliError(f"{flag} must be in {interval}, got {value:g}")
+    lo, hi = args.crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise CliError(f"--crop-scale MIN MAX must satisfy 0 < MIN <= MAX <= 1, got {lo:g} {hi:g}")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of a command line, with old spellings accepted (one warning line each)."""
-    for name in ("epochs", "batch_size", "img_size", "workers", "demo_train", "demo_val"):
-        if getattr(args, name) < (0 if name == "workers" else 1):
-            raise CliError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if not 0 <= args.max_bad_fraction <= 1:
-        raise CliError(f"--max-bad-fraction must be between 0 and 1, got {args.max_bad_fraction}")
+    _check_numbers(args)
     data = args.data
     if data == "cub":
         _warn("--data cub is deprecated; write --data cub-gha (the data set's name in every gazemix command)")

@@ -271,7 +271,12 @@ def build_data(data: str, root: str | None, img_size: int, *, fixations: Sequenc
         raise DataError(f"--data {name} needs --root: {where}, with the photographs and labels training needs")
     split_seed = seed if label_gaze else None
     if name == "folder":
-        train, val, names = _folder_split(Path(root), seed, val_fraction)
+        from data_adapters.base import AdapterError
+
+        try:
+            train, val, names = _folder_split(Path(root), seed, val_fraction)
+        except AdapterError as err:
+            raise DataError(f"--root: {err}") from None
         notes: list[str] = []
         desc = f"image folder {root}"
     else:
@@ -293,6 +298,8 @@ def _as_list(fixations: Sequence[str] | str | None) -> list[str]:
 def _demo_data(img_size: int, seed: int, demo_train: int, demo_val: int, label_gaze: bool) -> TrainData:
     from gazemix.demo import make_demo
 
+    if img_size < 32:
+        raise DataError(f"--img-size {img_size}: the demo set is drawn at 32 pixels or more")
     p = base_size(img_size)
     tr = make_demo(n=demo_train, size=p, seed=seed)
     va = make_demo(n=demo_val, size=img_size, seed=seed + 1)

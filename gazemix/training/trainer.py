@@ -161,7 +161,11 @@ def train(config: TrainConfig, data: TrainData | None = None) -> dict[str, Any]:
         config: every setting (see :class:`TrainConfig`).
         data: in-memory train/validation sets to use instead of the ones ``config.data`` names.
     """
-    info = distributed.setup(resolve_device(config.device))
+    try:
+        device = resolve_device(config.device)
+    except ValueError as err:
+        raise ValueError(f"--device: {err}") from None
+    info = distributed.setup(device)
     try:
         return _train(config, info, data)
     finally:
@@ -299,7 +303,12 @@ def _build_run(cfg: TrainConfig, out: Path, info: distributed.DistInfo, data: Tr
         raise DataError(f"--label-source gaze needs held-out human gaze, and {data.description} has "
                         + ("gaze but no held-out split of it (build the data with label_gaze=True)" if data.has_gaze
                            else "no gaze"))
-    backbone = build_model(cfg.model, k, cfg.img_size, patch_size=cfg.patch_size, drop_path=cfg.drop_path)
+    try:
+        backbone = build_model(cfg.model, k, cfg.img_size, patch_size=cfg.patch_size, drop_path=cfg.drop_path)
+    except ModelError as err:  # a patch size on a CNN, an image side the patches do not tile
+        flag = f"--patch-size {cfg.patch_size}" if cfg.patch_size and "patch size applies" in str(err) \
+            else f"--img-size {cfg.img_size}"
+        raise ModelError(f"{flag}: {err}") from None
     if cfg.pretrained_path:
         left = load_pretrained(backbone, cfg.pretrained_path)
         _log(f"loaded {cfg.pretrained_path}; newly initialised: {', '.join(left) or 'nothing'}", info, cfg.quiet)
@@ -314,7 +323,8 @@ def _build_run(cfg: TrainConfig, out: Path, info: distributed.DistInfo, data: Tr
     val_loader = _loader(data.val, cfg, info, train=False, seed=cfg.seed)
     if len(train_loader) == 0:
         raise DataError(f"the train split of {data.description} has {len(data.train)} samples, fewer than one batch "
-                        f"of {cfg.batch_size} per process ({info.world_size} processes): use a smaller batch size")
+                        f"of {cfg.batch_size} per process ({info.world_size} processes): use a smaller --batch-size "
+                        f"(at most {len(data.train) // info.world_size})")
     steps = len(train_loader) if cfg.max_steps is None else min(cfg.max_steps, len(train_loader))
     optimizer = create_optimizer_v2(core, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = CosineLRScheduler(optimizer, t_initial=max(1, (cfg.epochs - cfg.warmup_epochs) * steps),
