@@ -169,6 +169,19 @@ def test_cli_calibrates_a_study_database(tmp_path, capsys):
     assert "--n-boot must be at least 10" in capsys.readouterr().err
 
 
+def test_the_command_line_states_the_library_defaults():
+    import argparse
+
+    from gazemix.cli import build_parser
+    from gazemix.study.calibration import N_BOOT, UNITS
+
+    humans = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["humans"]
+    calibrate = next(a for a in humans._actions if isinstance(a, argparse._SubParsersAction)).choices["calibrate"]
+    options = {a.dest: a for a in calibrate._actions}
+    assert tuple(options["unit"].choices) == UNITS and options["unit"].default == UNITS[0]
+    assert options["n_boot"].default == N_BOOT  # spelled out there so --help needs no pandas
+
+
 def test_calibration_plot_layout():
     import matplotlib.pyplot as plt
 

@@ -46,6 +46,13 @@ def test_help_states_every_default():
     assert "(default: 30)" in p.format_help() and "(default: 224)" in p.format_help()
 
 
+def test_the_command_line_lists_the_library_choices():
+    from gazemix.cli import train as cli_train
+    from gazemix.training.labels import LABEL_SOURCES
+
+    assert cli_train.LABEL_SOURCES == LABEL_SOURCES  # spelled out there so --help needs no torch
+
+
 def test_old_spellings_work_with_one_deprecation_line_each(tmp_path, capsys):
     cub, gaze_dir = make_cub_layout(tmp_path)
     args = ["train", "--data", "cub", "--root", str(cub), "--gaze-root", str(gaze_dir), "--mixer-opt", "alpha=0.5",

@@ -126,11 +126,13 @@ class RunClock:
     eval_seconds: list[float] = field(default_factory=list)
 
     def steps(self, n: int, seconds: float) -> None:
+        """``n`` training steps took ``seconds`` (data waits included)."""
         self.steps_done += n
         self.step_seconds += seconds
         self.steps_left -= n
 
     def evaluated(self, seconds: float) -> None:
+        """One evaluation took ``seconds``."""
         self.eval_seconds.append(seconds)
         self.evals_left -= 1
 
@@ -187,7 +189,7 @@ class Trainer:
     def _autocast(self) -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
-    # -- the step, in its four parts --
+    # -- the step, in its parts --
     def step(self, images: Tensor, labels: Tensor, gaze: Tensor | None, epoch: int, *,
              label_gaze: Tensor | None = None) -> StepOutput:
         """One optimiser step on a batch: mix, forward, relabel, losses, update. Returns the detached loss and its
