@@ -102,7 +102,7 @@ def _vector(value: Any, path: Path, field: str, *, integer: bool = False) -> np.
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         kind = "integers" if integer else "finite numbers"
-        raise AdapterError(path, f"entry {k + 1} is {arr[k]!r}, expected {kind}", field=field)
+        raise AdapterError(path, f"entry {k + 1} is {arr[k]:g}, expected {kind}", field=field)
     return arr
 
 
