@@ -190,7 +190,7 @@ class ImageAgreement:
     maps: dict[str, Tensor]
 
 
-def measure_images(data: PairedGaze, *, size: int = 224, sigma_px: float | None = 24.0, splits: int = 3,
+def measure_images(data: PairedGaze, *, size: int = 224, sigma_px: float | None = 24.0, splits: int = 1,
                    seed: int = 0, chunk: int = 64, progress: bool = True) -> ImageAgreement:
     """Per image: the proxy map against the eye data, beside the eye data's split-half agreement.
 
@@ -437,31 +437,34 @@ _LABELS = {"proxy": "proxy (all) vs eye (all)", "proxy_shuffled": "other image's
            "eye_half_shuffled": "other image's eye half A vs half B"}
 
 
-def plot_proxy(table: pd.DataFrame, per_mixer: pd.DataFrame, path: str | Path, *, proxy_name: str = "mouse",
-               title: str = "") -> Path:
-    """Per-image NSS / CC / AUC distributions per predictor, and each mixer's mean gap under eye vs proxy."""
+def plot_proxy(table: pd.DataFrame, per_mixer: pd.DataFrame, ranking: pd.DataFrame, path: str | Path, *,
+               proxy_name: str = "mouse", title: str = "") -> Path:
+    """Per-image NSS / CC / AUC distributions per predictor; each mixer's mean gap under eye vs proxy gaze."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig = plt.figure(figsize=(16, 10))
+    grid = fig.add_gridspec(2, 3, height_ratios=[1, 1.1])
     order = ["eye_half", "proxy_matched", "eye_half_shuffled", "proxy", "proxy_shuffled"]
     labels = [_LABELS[p].replace("proxy", proxy_name) for p in order]
     colors = ["#55A868", "#4C72B0", "#BBBBBB", "#8172B2", "#DDDDDD"]
     chance = {"nss": 0.0, "cc": 0.0, "auc": 0.5}
-    for ax, metric in zip(axes.flat[:3], METRICS):
+    for col, metric in enumerate(METRICS):
+        ax = fig.add_subplot(grid[0, col])
         data = [table[f"{p}_{metric}"].dropna().to_numpy() for p in order]
         box = ax.boxplot(data, vert=False, patch_artist=True, showfliers=False, widths=0.6)
         for patch, c in zip(box["boxes"], colors):
             patch.set_facecolor(c)
-        ax.set_yticks(range(1, len(order) + 1), labels, fontsize=8)
+        ax.set_yticks(range(1, len(order) + 1), labels if col == 0 else [""] * len(order), fontsize=8)
         ax.invert_yaxis()
         ax.axvline(chance[metric], color="black", lw=0.8, ls=":")
-        ax.set_xlabel(f"{metric.upper()} per image (box: quartiles; dotted: chance)")
+        ax.set_xlabel(f"{metric.upper()} per image (quartiles, whiskers 1.5 IQR; dotted: chance)", fontsize=8)
         ax.set_title(f"{metric.upper()} over {len(table)} images")
-    ax = axes.flat[3]
-    df = per_mixer[~per_mixer["gaze_driven"] & per_mixer["shared_mixes"]]
+
+    df = per_mixer[~per_mixer["gaze_driven"] & per_mixer["shared_mixes"]].sort_values("gap_mean_eye")
+    ax = fig.add_subplot(grid[1, 0])
     for sensitive, marker, face in ((True, "o", "#C44E52"), (False, "s", "white")):
         d = df[df["gaze_sensitive"] == sensitive]
         if d.empty:
@@ -471,17 +474,34 @@ def plot_proxy(table: pd.DataFrame, per_mixer: pd.DataFrame, path: str | Path, *
                     yerr=[d["gap_mean_proxy"] - d["gap_mean_proxy_lo"], d["gap_mean_proxy_hi"] - d["gap_mean_proxy"]],
                     fmt=marker, mfc=face, mec="#C44E52", ecolor="#999999", capsize=2, ms=6,
                     label="gaze-sensitive" if sensitive else "gaze-insensitive (pixel blend)")
-        for r in d.itertuples():
-            ax.annotate(r.mixer, (r.gap_mean_eye, r.gap_mean_proxy), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
     top = float(np.nanmax(df[["gap_mean_eye_hi", "gap_mean_proxy_hi"]].to_numpy(), initial=0.05)) * 1.08
     ax.plot([0, top], [0, top], color="black", lw=0.8)
     ax.set(xlim=(0, top), ylim=(0, top), xlabel="mean label-gaze gap, eye gaze",
-           ylabel=f"mean label-gaze gap, {proxy_name} gaze", title="Mixers on the same mixes (diagonal = same gap)")
+           ylabel=f"mean label-gaze gap, {proxy_name} gaze", title="Each mixer on the same mixes (diagonal = same gap)")
     ax.legend(fontsize=8, loc="upper left")
+
+    ax = fig.add_subplot(grid[1, 1:])
+    y = np.arange(len(df))
+    for key, color, shift, name in (("eye", "#55A868", -0.15, "eye"), ("proxy", "#8172B2", 0.15, proxy_name)):
+        mean = df[f"gap_mean_{key}"].to_numpy()
+        err = [mean - df[f"gap_mean_{key}_lo"].to_numpy(), df[f"gap_mean_{key}_hi"].to_numpy() - mean]
+        ax.errorbar(mean, y + shift, xerr=err, fmt="o", color=color, capsize=2, ms=5, label=f"{name} gaze")
+    ax.set_yticks(y, [m + ("" if s else "  (gaze-insensitive)") for m, s in zip(df["mixer"], df["gaze_sensitive"])],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean label-gaze gap (95 % bootstrap interval); mixers sorted by the eye gap")
+    text = []
+    for r in ranking[ranking["set"] == "sensitive"].itertuples():
+        text.append(f"{r.comparison.replace('proxy', proxy_name)}: Spearman {r.spearman:.2f} "
+                    f"[{r.spearman_lo:.2f}, {r.spearman_hi:.2f}], Kendall {r.kendall:.2f} "
+                    f"[{r.kendall_lo:.2f}, {r.kendall_hi:.2f}]")
+    ax.set_title(f"Mixer order over the {int(df['gaze_sensitive'].sum())} gaze-sensitive mixers", fontsize=10)
+    ax.text(0.99, 0.98, "\n".join(text), transform=ax.transAxes, ha="right", va="top", fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "#CCCCCC"})
+    ax.legend(fontsize=8, loc="center right")
     fig.suptitle(title or f"Can {proxy_name} tracking stand in for eye tracking?")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -42,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="'all' (every mixer that needs no model and does not choose its mix from gaze) or "
                         "comma-separated names")
     p.add_argument("--pairs", type=int, default=500, help="mixed samples per mixer and gaze variant (default 500)")
-    p.add_argument("--splits", type=int, default=3, help="random observer splits averaged per image (default 3)")
+    p.add_argument("--splits", type=int, default=1,
+                   help="random observer splits averaged per image (default 1; the mixers use the first)")
     p.add_argument("--img-size", type=int, default=224, help="map and image side in pixels (default 224)")
     p.add_argument("--sigma-px", type=float, default=24.0,
                    help="gaze blur in original pixels (default 24, OSIE's own config.m)")
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         agreement.per_mixer.to_csv(folder / "per_mixer.csv", index=False)
         agreement.ranking.to_csv(folder / "ranking.csv", index=False)
         agreement.samples.to_parquet(folder / "samples.parquet", index=False)
-        plot_proxy(images_agree.table, agreement.per_mixer, folder / "proxy.png",
+        plot_proxy(images_agree.table, agreement.per_mixer, agreement.ranking, folder / "proxy.png",
                    title=f"OSIE: {args.mouse} vs eye tracking, {len(data)} images, {args.pairs} pairs per mixer")
         (folder / "summary.md").write_text(summary_markdown(args, data, note, n_skipped, image_summary, agreement,
                                                             skipped, excluded, times))
