@@ -454,7 +454,7 @@ def plot_proxy(table: pd.DataFrame, per_mixer: pd.DataFrame, ranking: pd.DataFra
     for col, metric in enumerate(METRICS):
         ax = fig.add_subplot(grid[0, col])
         data = [table[f"{p}_{metric}"].dropna().to_numpy() for p in order]
-        box = ax.boxplot(data, vert=False, patch_artist=True, showfliers=False, widths=0.6)
+        box = ax.boxplot(data, orientation="horizontal", patch_artist=True, showfliers=False, widths=0.6)
         for patch, c in zip(box["boxes"], colors):
             patch.set_facecolor(c)
         ax.set_yticks(range(1, len(order) + 1), labels if col == 0 else [""] * len(order), fontsize=8)
