@@ -35,11 +35,14 @@ variants on every sample (a pixel blend such as Mixup: every source keeps the sh
 with) is *gaze-insensitive*: its gap carries no information about the gaze, so rankings are reported over the
 gaze-sensitive mixers (``set="sensitive"``) and over all that share mixes (``set="all"``).
 
-Mixers are ordered by mean gap; Spearman's rho and Kendall's tau-b (:mod:`scipy.stats`) compare the orders under
-two variants. Intervals for the per-mixer differences and the rank correlations are percentile bootstrap 95 %
-intervals from an **image-cluster bootstrap**: images are resampled with replacement and each mixed sample is
-weighted by how often its own image was drawn, so the samples of one image move together (the partner image is
-not resampled separately). The per-variant gap columns come from :func:`gazemix.scoring.summarise` (its
+Mixers are ordered by mean gap (equal to 6 decimals = tied, average ranks); Spearman's rho and Kendall's tau-b
+(:mod:`scipy.stats`) compare the orders under two variants. The ``all`` set includes the gaze-insensitive
+mixers, which agree under any two variants by construction, so ``sensitive`` is the informative one.
+
+Intervals for the per-mixer differences and the rank correlations are percentile bootstrap 95 % intervals from
+an **image-cluster bootstrap**: images are resampled with replacement and each mixed sample is weighted by how
+often its own image was drawn, so the samples of one image move together (the partner image is not resampled
+separately). The per-variant gap columns come from :func:`gazemix.scoring.summarise` (its
 sample bootstrap).
 """
 
@@ -70,6 +73,7 @@ METRICS = ("nss", "cc", "auc")
 IMAGE_PREDICTORS = ("proxy", "proxy_shuffled", "eye_half", "proxy_matched", "eye_half_shuffled")
 VARIANTS = ("eye", "proxy", "eye_a", "eye_b", "proxy_matched")
 _COMPARISONS = (("eye", "proxy"), ("eye_a", "eye_b"), ("proxy_matched", "eye_b"))
+_TIE_DECIMALS = 6  # mean gaps equal to 6 decimals are ties (float noise must not order gaze-insensitive mixers)
 
 
 def _select(fix: Fixations, observers: np.ndarray) -> Fixations:
@@ -224,9 +228,10 @@ def measure_images(data: PairedGaze, *, size: int = 224, sigma_px: float | None 
         return out
 
     def score(into: str, pred: Tensor, ref_map: Tensor, ref_counts: Tensor, weight: float = 1.0) -> None:
-        p, r = pred[:, 0], ref_map[:, 0]
-        for m, v in (("nss", nss(p, ref_counts)), ("cc", cc(p, r)), ("auc", auc_uniform(p, ref_counts))):
-            values[f"{into}_{m}"] += weight * v.numpy()
+        for start in range(0, n, chunk):  # the metrics work in float64: a chunk at a time bounds memory
+            p, r, c = pred[start:start + chunk, 0], ref_map[start:start + chunk, 0], ref_counts[start:start + chunk]
+            for m, v in (("nss", nss(p, c)), ("cc", cc(p, r)), ("auc", auc_uniform(p, c))):
+                values[f"{into}_{m}"][start:start + chunk] += weight * v.numpy()
 
     values = {f"{p}_{m}": np.zeros(n) for p in IMAGE_PREDICTORS for m in METRICS}
     maps = {"eye": render(lambda i: data.eye[i]), "proxy": render(proxy_fix, advance=True)}
@@ -397,7 +402,7 @@ def measure_mixers(maps: Mapping[str, Tensor], ids: Sequence[str], mixers: Mappi
     per_mixer = pd.DataFrame(rows)
     ranked = per_mixer["shared_mixes"] & ~per_mixer["gaze_driven"]
     for v in ("eye", "proxy"):
-        per_mixer[f"rank_{v}"] = per_mixer[f"gap_mean_{v}"].where(ranked).rank(method="average")
+        per_mixer[f"rank_{v}"] = per_mixer[f"gap_mean_{v}"].where(ranked).round(_TIE_DECIMALS).rank(method="average")
     per_mixer = per_mixer.sort_values("gap_mean_eye", kind="stable").reset_index(drop=True)
 
     sets = {"sensitive": [m for m in names if shared[m] and not gaze_driven[m] and sensitive[m]],
@@ -420,10 +425,8 @@ def _rank_correlations(members: list[str], a: Mapping[str, tuple[float, np.ndarr
         if len(members) < 3:
             out.update({name: np.nan, f"{name}_lo": np.nan, f"{name}_hi": np.nan})
             continue
-        x = np.array([a[m][0] for m in members])
-        y = np.array([b[m][0] for m in members])
-        xb = np.stack([a[m][1] for m in members], axis=1)
-        yb = np.stack([b[m][1] for m in members], axis=1)
+        x, y = (np.round([v[m][0] for m in members], _TIE_DECIMALS) for v in (a, b))
+        xb, yb = (np.round(np.stack([v[m][1] for m in members], axis=1), _TIE_DECIMALS) for v in (a, b))
         est = float(fn(x, y)[0]) if np.ptp(x) > 0 and np.ptp(y) > 0 else np.nan
         boot = np.array([fn(xi, yi)[0] if np.ptp(xi) > 0 and np.ptp(yi) > 0 else np.nan for xi, yi in zip(xb, yb)])
         lo, hi = (np.nanquantile(boot, [0.025, 0.975]) if np.isfinite(boot).any() else (np.nan, np.nan))
