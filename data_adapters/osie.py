@@ -21,7 +21,7 @@ error instead (the real release has none: its eye coordinates span 1.2-799.2 by 
 position on every image), for the mouse data ``subj - 1``. Eye and mouse observers are different sessions
 with their own numbering; the release does not say whether any person took part in both.
 
-**Mouse samples as "fixations".** Mouse tracking has no fixations, only cursor samples (about 140 per subject
+**Mouse samples as "fixations".** Mouse tracking has no fixations, only cursor samples (about 100 per subject
 and image; the first is the image centre, where the cursor starts). The release's map code
 (``computeMouseFixationMaps.m``) marks every *distinct* sampled pixel of the image once (``unique`` over all
 subjects' samples) and blurs that binary map like the eye maps. With ``mouse_points="unique"`` (default)

@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
                 names.append(info.name)
     mixers, skipped = build_mixers(names, num_classes=None, seed=args.seed, has_images=data.image_paths is not None,
                                    available_context=("gaze", "index"))
+    for name, why in skipped.items():  # build_mixers suggests --model, which this command does not take
+        if "--model" in why:
+            skipped[name] = why.split(" (pass --model")[0] + ": gazemix proxy runs no model"
     if not mixers:
         raise CliError("no mixer can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
