@@ -139,12 +139,11 @@ class Osie:
         if not stimuli:
             raise AdapterError(self.stimuli_dir, "holds no .jpg images: point the adapter at the OSIE download")
         if images is not None:
-            wanted = [str(i) for i in images]
-            found = {p.stem for p in stimuli}
-            missing = [i for i in wanted if i not in found]
+            wanted = {str(i) for i in images}
+            missing = sorted(wanted - {p.stem for p in stimuli})
             if missing:
                 raise ValueError(f"images {missing[:5]} are not in {self.stimuli_dir} (ids look like {stimuli[0].stem})")
-            stimuli = [p for p in stimuli if p.stem in set(wanted)]
+            stimuli = [p for p in stimuli if p.stem in wanted]
         self.stimuli = stimuli
 
     @property
