@@ -161,7 +161,7 @@ def load_mat(path: Path) -> dict[str, Any]:
     except NotImplementedError:
         raise AdapterError(path, "MATLAB v7.3 (HDF5) files are not supported: re-save it with "
                                  "save(..., '-v7') in MATLAB/Octave") from None
-    except (MatReadError, ValueError, TypeError, OSError) as err:
+    except (MatReadError, ValueError, TypeError, OSError, IndexError, EOFError) as err:
         raise AdapterError(path, f"cannot read the .mat file ({err}); it may be empty or truncated") from None
 
 

@@ -96,6 +96,12 @@ def _coco_search18(*, root: str | None, fixations: list[str], gaze_source: str |
     return CocoSearch18(fixations, images_dir=root, on_error="skip")
 
 
+def _osie(*, root: str | None, fixations: list[str], gaze_source: str | None) -> Any:
+    from data_adapters.osie import Osie
+
+    return Osie(root, source=gaze_source or "eye", on_error="skip")
+
+
 def _folder(*, root: str | None, fixations: list[str], gaze_source: str | None) -> Any:
     from data_adapters.folder import FolderGaze
 
@@ -109,6 +115,7 @@ _REQUIRES_HELP = {
     "mit1003": {"root": "the folder holding ALLSTIMULI/ (and DATA/ or ALLFIXATIONMAPS/)"},
     "cat2000": {"root": "the folder holding Stimuli/ and FIXATIONLOCS/"},
     "folder": {"root": "a folder of root/<class>/<image> with gaze beside each image"},
+    "osie": {"root": "the OSIE download (the folder holding data/stimuli and data/eye)"},
 }
 
 DATA_SETS: dict[str, DataSet] = {d.name: d for d in (
@@ -121,6 +128,8 @@ DATA_SETS: dict[str, DataSet] = {d.name: d for d in (
     DataSet("cat2000", "CAT2000 training set: 20 categories, ready-made fixation maps", ("root",), _cat2000),
     DataSet("coco-search18", "COCO-Search18 target search, 18 target classes (images with root=)",
             ("fixations",), _coco_search18),
+    DataSet("osie", "OSIE: 700 photographs, 15 eye-tracked observers each, lab/AMT mouse tracking (no labels)",
+            ("root",), _osie, ("eye", "mouse_lab", "mouse_amt")),
     DataSet("folder", "your own: root/<class>/<image> with a .png gaze map or .csv fixations beside each",
             ("root",), _folder),
 )}

@@ -51,7 +51,7 @@ from gazemix.metrics.consistency import (bootstrap_interval, cluster_bootstrap, 
 from gazemix.registry import create_mixer, list_mixers, mixer_class
 
 __all__ = ["Example", "ModelContext", "ScoreRun", "ScoringData", "build_mixers", "choose_model", "draw_pairs",
-           "merge_runs", "mixer_options", "score_mixers", "skip_reason", "summarise"]
+           "merge_runs", "mixer_options", "score_mixers", "scored_names", "skip_reason", "summarise"]
 
 ContextProvider = Callable[[Tensor, Tensor], Mapping[str, Any]]
 
@@ -186,43 +186,72 @@ def skip_reason(mixer: Mixer, *, has_images: bool, models: Mapping[str, ModelCon
     return None
 
 
+def scored_names(names: Sequence[str] | str) -> list[str]:
+    """The rows a ``names`` request scores; ``"all"``: every registered mixer plus its saliency variants.
+
+    A row ``NAME@SOURCE`` is mixer ``NAME`` with ``saliency_source=SOURCE``. ``"all"`` adds, for every
+    saliency-guided mixer, its human-gaze variant (``@gaze``: scored on held-out observers like GazeMix) and,
+    where its default source reads a model, its bottom-up image-saliency variant (``@fine_grained``, OpenCV),
+    so that every method has a row that needs no trained model.
+    """
+    if not isinstance(names, str):
+        return list(names)
+    if names != "all":
+        return [n.strip() for n in names.split(",") if n.strip()]
+    rows = []
+    for info in list_mixers():
+        rows.append(info.name)
+        sources = getattr(mixer_class(info.name), "saliency_sources", ())
+        if "gaze" in sources:
+            rows.append(f"{info.name}@gaze")
+        if info.model_kind is not None and "fine_grained" in sources:
+            rows.append(f"{info.name}@fine_grained")
+    return rows
+
+
 def build_mixers(names: Sequence[str] | str, *, num_classes: int | None, seed: int, has_images: bool,
                  models: Mapping[str, ModelContext] | None = None,
                  mixer_opts: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict[str, Mixer], dict[str, str]]:
-    """Create the named mixers for scoring (``"all"`` = every registered one) and say which are skipped.
+    """Create the named mixers for scoring (see :func:`scored_names`) and say which are skipped.
 
     Each mixer is built first (with ``mode="elem"`` where it has a per-sample mode, and its ``mixer_opts``), and
     its capabilities are read from the built instance (:func:`skip_reason`): options can change what a mixer
-    needs. ``mixer_opts`` maps a mixer name to options (e.g. ``{"automix": {"checkpoint": "run/mixer.pt"}}``);
-    an option the mixer rejects raises ``ValueError`` naming the mixer and the option.
+    needs. ``mixer_opts`` maps a row name (``cutmix``, ``puzzlemix@gaze``) to options (e.g. ``{"automix":
+    {"checkpoint": "run/mixer.pt"}}``); an option the mixer rejects raises ``ValueError`` naming the mixer and
+    the option.
     """
-    if isinstance(names, str):
-        names = [i.name for i in list_mixers()] if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
-    if not names:
+    rows = scored_names(names)
+    if not rows:
         raise ValueError("no mixer named: give 'all' or comma-separated mixer names")
     mixer_opts = mixer_opts or {}
-    classes = [mixer_class(name) for name in names]
-    unknown = set(mixer_opts) - {cls.name for cls in classes}
+    parsed = []
+    for row in rows:
+        base, _, source = row.partition("@")
+        cls = mixer_class(base)
+        parsed.append((f"{cls.name}@{source}" if source else cls.name, cls, source))
+    unknown = set(mixer_opts) - {name for name, _, _ in parsed}
     if unknown:
         raise ValueError(f"options were given for mixers that are not scored: {', '.join(sorted(unknown))}")
     mixers, skipped = {}, {}
-    for cls in classes:
+    for name, cls, source in parsed:
         options: dict[str, Any] = {"seed": seed}
         if num_classes is not None:
             options["num_classes"] = num_classes
         if "elem" in cls.modes:
             options["mode"] = "elem"
-        user = dict(mixer_opts.get(cls.name, {}))
+        if source:
+            options["saliency_source"] = source
+        user = dict(mixer_opts.get(name, {}))
         try:
-            mixer = create_mixer(cls.name, **options, **user)
+            mixer = create_mixer(cls.name, **{**options, **user})
         except (TypeError, ValueError) as err:
-            given = ", ".join(f"{k}={v!r}" for k, v in user.items()) or "no options"
-            raise ValueError(f"{cls.name} cannot be built with {given}: {err}") from None
+            given = ", ".join(f"{k}={v!r}" for k, v in (({"saliency_source": source} if source else {}) | user).items())
+            raise ValueError(f"{name} cannot be built with {given or 'no options'}: {err}") from None
         reason = skip_reason(mixer, has_images=has_images, models=models or {})
         if reason is None:
-            mixers[cls.name] = mixer
+            mixers[name] = mixer
         else:
-            skipped[cls.name] = reason
+            skipped[name] = reason
     return mixers, skipped
 
 

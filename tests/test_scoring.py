@@ -176,9 +176,13 @@ def test_score_cli_on_real_cub_gha_fixations(tmp_path, capsys):
                "--pairs", "200", "--img-size", "64", "--out", str(out), "--quiet", "--cache", str(tmp_path / "cache")])
     assert rc == 0
     scores = pd.read_csv(out / "scores.csv")
-    # every mixer whose mix reads no pixels and no model: the content-independent ones (GazeMix among them)
+    # every row whose mix reads no pixels and no model: the content-independent mixers (GazeMix among them) and
+    # the gaze variants of the saliency mixers whose mix then reads gaze alone
+    mixers, skipped = build_mixers("all", num_classes=None, seed=0, has_images=False)
     runnable = {m.name for m in list_mixers() if m.content_independent and m.model_kind is None}
-    assert set(scores["mixer"]) == runnable and "bc_plus" not in runnable
+    assert runnable <= set(mixers) and set(scores["mixer"]) == set(mixers)
+    assert {"rmix@gaze", "attentivemix@gaze"} <= set(mixers) and "puzzlemix@gaze" in skipped
+    assert "bc_plus" in skipped
     assert (scores["n"] > 0).all()
     assert scores["ceiling_mean"].notna().all() and (scores.loc[scores["mixer"] == "cutmix", "ceiling_mean"] > 0).all()
     config = json.loads((out / "config.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -198,3 +199,27 @@ def test_an_interrupted_rerun_leaves_the_earlier_run_whole(tmp_path, monkeypatch
     fresh_args = ["score", "--mixers", "mixup", "--pairs", "16", "--n-images", "12", "--img-size", "32",
                   "--out", str(fresh), "--quiet"]
     assert main(fresh_args) == 130 and not fresh.exists()
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "osie").is_dir(),
+                    reason="../shared/data/osie is absent (a user's clone has none)")
+@pytest.mark.parametrize("source", ["eye", "mouse_lab"])
+def test_score_osie_photographs_with_held_out_observers(tmp_path, source):
+    import json
+
+    from gazemix.cli import main
+    from tests.conftest import SHARED
+
+    out = tmp_path / "run"
+    rc = main(["score", "--data", "osie", "--root", str(SHARED / "data" / "osie"), "--gaze-source", source,
+               "--mixers", "cutmix,gazemix,saliencymix,rmix@gaze,rmix@fine_grained,puzzlemix", "--pairs", "40",
+               "--img-size", "48", "--out", str(out), "--quiet", "--worst", "0", "--cache", str(tmp_path / "c")])
+    assert rc == 0
+    scores = pd.read_csv(out / "scores.csv").set_index("mixer")
+    assert set(scores.index) == {"cutmix", "gazemix", "saliencymix", "rmix@gaze", "rmix@fine_grained"}
+    assert (scores["ceiling_mean"] > 0).all() and not scores["circular"].any()
+    split = json.loads((out / "config.json").read_text())["split"]
+    assert split["images_split"] == 700
+    if source == "eye":
+        assert split["guide_observers_per_image"] == "7" and split["evaluation_observers_per_image"] == "8"
+    assert "puzzlemix" in (out / "summary.md").read_text()  # skipped with its reason (it needs a model)
