@@ -160,3 +160,40 @@ def gallery_figure(examples: Sequence[Example]) -> Figure:
 def plot_gallery(examples: Sequence[Example], path: Path) -> Path:
     """Save :func:`gallery_figure`."""
     return save_figure(gallery_figure(examples), path, dpi=90)
+
+
+def mix_grid_figure(images: "torch.Tensor", captions: Sequence[str], maps: "torch.Tensor | None" = None,
+                    title: str = "") -> Figure:
+    """A grid of mixed images ``(K, 3, H, W)``, each with its caption above it (two lines at most).
+
+    ``maps`` ``(K, S, H, W)``: the replayed gaze of each source, drawn as in :func:`gallery_figure` (the first
+    source, the own image, in blue; the others in orange).
+    """
+    k = images.shape[0]
+    cols = min(4, k)
+    rows = math.ceil(k / cols)
+    top, row_h, bottom = 0.6, 2.9, 0.15
+    height = top + row_h * rows + bottom
+    fig = plt.figure(figsize=(max(2.7 * cols, 5.5), height))
+    grid = fig.add_gridspec(rows, cols, left=0.02, right=0.98, top=1 - top / height, bottom=bottom / height,
+                            hspace=0.5 / (row_h - 0.5), wspace=0.06)
+    for j in range(rows * cols):
+        ax = fig.add_subplot(grid[j // cols, j % cols])
+        ax.axis("off")
+        if j >= k:
+            continue
+        if maps is not None:
+            ax.imshow(0.25 + 0.5 * images[j].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+            ax.imshow(_two_colour_overlay(maps[j, 0].cpu().numpy(), maps[j, 1:].sum(dim=0).cpu().numpy()))
+        else:
+            ax.imshow(images[j].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+        ax.set_title(_wrap(captions[j], 34), fontsize=8)
+    fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
+    return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    lines = textwrap.wrap(text, width)
+    return "\n".join(lines[:2]) + (" …" if len(lines) > 2 else "")

@@ -30,14 +30,34 @@ def test_mixers_table_lists_every_registered_mixer(capsys, monkeypatch):
 
 
 def test_mix_writes_a_png_grid(tmp_path, capsys):
-    assert main(["mix", "--mixer", "cutmix", "--n", "5", "--size", "48", "--out", str(tmp_path)]) == 0
-    path = tmp_path / "cutmix_grid.png"
+    assert main(["mix", "--mixer", "cutmix", "--pairs", "5", "--img-size", "48", "--out", str(tmp_path / "m")]) == 0
+    path = tmp_path / "m" / "cutmix_grid.png"
     assert capsys.readouterr().out.strip() == str(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_mix_grid_pairs_distinct_classes_per_sample_boxes_and_gaze_mixers():
+    import matplotlib.pyplot as plt
+
+    from gazemix.cli.mix import mix_figure
+    from tests.layout import overlapping_texts, texts_outside
+
+    fig, _ = mix_figure("cutmix", {}, pairs=8, size=48, seed=0, show_gaze=True)
+    captions = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(captions) == 8
+    for caption in captions:
+        first, second = (part.rsplit(" ", 1)[0] for part in caption.split(" + "))
+        assert first != second  # never an image mixed with its own class
+    assert len(set(captions)) > 1  # per-sample boxes: not one label weight for the whole grid
+    assert overlapping_texts(fig) == [] and texts_outside(fig) == []
+    plt.close(fig)
+    for name in ("gazemix", "rmix@gaze"):
+        fig, _ = mix_figure(name, {}, pairs=4, size=48, seed=1, show_gaze=False)
+        plt.close(fig)
+
+
 def test_mix_unknown_mixer_is_a_clear_error(tmp_path, capsys):
-    assert main(["mix", "--mixer", "cutmx", "--out", str(tmp_path)]) == 2
+    assert main(["mix", "--mixer", "cutmx", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "unknown mixer 'cutmx'" in err and "cutmix" in err
 
