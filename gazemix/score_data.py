@@ -28,7 +28,7 @@ from gazemix.gaze import fit_image, render_gaze_maps
 from gazemix.observers import SPLITS, split_observers
 from gazemix.scoring import ScoringData
 
-__all__ = ["demo_scoring_data", "load_scoring_data", "samples_scoring_data"]
+__all__ = ["demo_scoring_data", "load_image", "load_scoring_data", "samples_scoring_data"]
 
 
 def _render_halves(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, int]], size: int, *,
@@ -119,7 +119,7 @@ class _BadRecords:
                                f"than the {max_fraction:.1%} allowed): {self.note()}", "max_bad_fraction")
 
 
-def _load_image(path: str, size: int, fit: str) -> torch.Tensor:
+def load_image(path: str, size: int, fit: str) -> torch.Tensor:
     with Image.open(path) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return fit_image(torch.from_numpy(arr).permute(2, 0, 1), (size, size), fit)
@@ -168,7 +168,7 @@ def samples_scoring_data(samples: Sequence[GazeSample], *, name: str, size: int 
             try:
                 if not s.image_path:
                     raise _ImageError(s.image_id, "no image file for this record")
-                images[i] = _read(_load_image, s.image_path, size, fit)
+                images[i] = _read(load_image, s.image_path, size, fit)
             except _ImageError as err:
                 bad.add(err)
         bad.check(total, max_bad_fraction)

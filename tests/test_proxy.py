@@ -51,7 +51,7 @@ def paired(proxy: str, n: int = 10, seed: int = 0) -> PairedGaze:
 
 
 def mixers_for(names: str = MIXERS):
-    mixers, _ = build_mixers(names, num_classes=None, seed=0, has_images=False, available_context=("gaze", "index"))
+    mixers, _ = build_mixers(names, num_classes=None, seed=0, has_images=False)
     return mixers
 
 
@@ -121,8 +121,7 @@ def test_matched_observer_counts_and_determinism():
 def test_gaze_driven_mixers_are_reported_but_not_ranked():
     data = paired("bad")
     images = measure_images(data, size=32, progress=False)
-    mixers, _ = build_mixers("cutmix,resizemix,fmix,gazemix", num_classes=None, seed=0, has_images=False,
-                             available_context=("gaze", "index"))
+    mixers, _ = build_mixers("cutmix,resizemix,fmix,gazemix", num_classes=None, seed=0, has_images=False)
     result = measure_mixers(images.maps, data.ids, mixers, pairs=24, n_boot=30, progress=False)
     pm = result.per_mixer.set_index("mixer")
     assert pm.loc["gazemix", "gaze_driven"] and np.isnan(pm.loc["gazemix", "rank_eye"])

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gazemix.proxy import measure_images, measure_mixers, plot_proxy, summarise_images
     from gazemix.registry import mixer_class
-    from gazemix.score_data import _load_image
+    from gazemix.score_data import load_image
     from gazemix.scoring import build_mixers
 
     out = _check_args(args)
@@ -128,15 +128,11 @@ def run(args: argparse.Namespace) -> int:
 
         names = []
         for info in list_mixers():
-            if "gaze" in info.needs:
+            if info.reads_gaze:
                 excluded[info.name] = "chooses its mix from gaze: eye and mouse runs would not share mixes"
             else:
                 names.append(info.name)
-    mixers, skipped = build_mixers(names, num_classes=None, seed=args.seed, has_images=data.image_paths is not None,
-                                   available_context=("gaze", "index"))
-    for name, why in skipped.items():  # build_mixers suggests --model, which this command does not take
-        if "--model" in why:
-            skipped[name] = why.split(" (pass --model")[0] + ": gazemix proxy runs no model"
+    mixers, skipped = build_mixers(names, num_classes=None, seed=args.seed, has_images=data.image_paths is not None)
     if not mixers:
         raise CliError("no mixer can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
@@ -149,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     images = None
     if data.image_paths is not None and not all(mixer_class(m).content_independent for m in mixers):
-        images = torch.stack([_load_image(p, args.img_size, "resize") for p in data.image_paths])
+        images = torch.stack([load_image(p, args.img_size, "resize") for p in data.image_paths])
     times["load_images"] = time.perf_counter() - t
     t = time.perf_counter()
     agreement = measure_mixers(images_agree.maps, data.ids, mixers, images=images, pairs=args.pairs, seed=args.seed,

@@ -14,7 +14,6 @@ rewritten, and a refused or interrupted build leaves no study behind (at most a 
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from torch import Tensor
 
 from gazemix.contract import Mixer, MixerInputError
 from gazemix.registry import create_mixer, mixer_class
+from gazemix.score_data import load_image
 from gazemix.study import protocol
 from gazemix.study.db import StudyInputError, init_db
 from gazemix.study.media import StudyMedia
@@ -79,14 +79,6 @@ def _pool_order(n: int, pool: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng([seed, 3]).permutation(n)[:pool].tolist())
 
 
-def _load_image(path: str, size: int, fit: str) -> Tensor:
-    from gazemix.gaze import fit_image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return fit_image(torch.from_numpy(arr).permute(2, 0, 1), (size, size), fit)
-
-
 def _folder_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """``root/<class>/<image>``: the class names and every image with its label (a ``.png`` beside an image of
     the same stem is that image's gaze map, not an image)."""
@@ -114,7 +106,7 @@ def _plain_folder(root: Path, images: list[tuple[Path, int]], classes: list[str]
     loaded, labels, bad = [], [], []
     for path, label in chosen:
         try:
-            loaded.append(_load_image(str(path), size, fit))
+            loaded.append(load_image(str(path), size, fit))
             labels.append(label)
         except (OSError, ValueError, SyntaxError) as err:
             bad.append(f"{path}: unreadable image ({err})")
@@ -243,7 +235,7 @@ def build_mixers(names: Sequence[str], *, num_classes: int, seed: int, has_gaze:
         except ValueError as err:
             raise StudyInputError(f"--mixers: {err}", field="mixers") from None
         opts: dict[str, Any] = {"num_classes": num_classes, "seed": seed}
-        if "mode" in inspect.signature(cls).parameters:
+        if "elem" in cls.modes:
             opts["mode"] = "elem"
         opts.update((mixer_opts or {}).get(cls.name, {}))
         try:
