@@ -109,7 +109,8 @@ class FMix(Mixer):
         re, im = low_frequency_spectra(n, hw, self.decay_power, generator)
         round_up = torch.rand(n, generator=generator) > 0.5
         mask = fourier_masks(re, im, lam, round_up, hw)
-        return {"lam": lam.expand(b), "mask": mask.unsqueeze(1), "index": self.partners(b, generator, self.pairing, context)}
+        return {"lam": lam.expand(b), "mask": mask.unsqueeze(1),
+                "index": self.partners(b, generator, self.pairing, context)}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         index = params["index"].to(images.device)

@@ -101,7 +101,8 @@ class SpliceMix(Mixer):
                            mode="bilinear", align_corners=True)
             sources.append(MixSource(index, share, weight, warp))
         mixed_targets = sum(s.weight.view(-1, 1) * soft[s.index] for s in sources).clamp(max=1.0)
-        return MixResult(images=out, targets=mixed_targets, sources=tuple(sources), params=dict(params), mixer=self.name)
+        return MixResult(images=out, targets=mixed_targets, sources=tuple(sources), params=dict(params),
+                         mixer=self.name)
 
     @staticmethod
     def _paste_tiles(images: Tensor, tiles: Tensor, keep: Tensor, cells: list[tuple[int, int, int, int]],
@@ -120,7 +121,10 @@ class SpliceMix(Mixer):
             whole_batch = resize_bilinear(images, size) if n_mix * len(same) >= b else None
             for k in same:
                 y0, y1, x0, x1 = cells[k]
-                tile = whole_batch[tiles[:, k]] if whole_batch is not None else resize_bilinear(images[tiles[:, k]], size)
+                if whole_batch is not None:
+                    tile = whole_batch[tiles[:, k]]
+                else:
+                    tile = resize_bilinear(images[tiles[:, k]], size)
                 torch.mul(tile, keep[:, k].view(-1, 1, 1, 1), out=mosaics[:, :, y0:y1, x0:x1])
 
 
@@ -128,7 +132,7 @@ def resize_bilinear(images: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear resize with ``align_corners=True`` (as the official code), ``(N, C, H, W) -> (N, C, *size)``.
 
     Channels are resized as single-channel images: with one channel the CPU kernel needs no conversion to
-    channels-last and back (2-3x faster than on ``(N, 3, H, W)``; the same interpolation).
+    channels-last and back (2-3x faster than on ``(N, 3, H, W)``; the same interpolation up to float rounding).
     """
     n, c, h, w = images.shape
     planes = images.reshape(n * c, 1, h, w)
