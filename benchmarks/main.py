@@ -5,6 +5,7 @@ Usage:
     gazemix bench --device cpu --repeats 20 --out runs/bench
     gazemix bench --mixers mixup,cutmix --batch 64 --size 160
     gazemix bench --quick --out /tmp/bench          # tiny sizes, one repeat: checks that it runs
+    gazemix bench --device cpu --threads 1 --mixers fmix,splicemix,bc_plus   # steadier on a shared machine
 """
 
 from __future__ import annotations
@@ -46,11 +47,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CUB-GHA folder (Fixation_run<k>.txt) for the gaze section: render every map, score pairs; "
                         "'auto' = ../shared/data/cub_gha when present (not with --quick), 'none' = skip")
     p.add_argument("--pairs", type=int, default=10_000, help="pairs scored per mixer in the gaze section (default 10000)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's default, usually one per core); on a shared machine "
+                        "--threads 1 is less disturbed by other processes")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="gazemix-bench", help="output folder for CSV and PNG (default ./gazemix-bench)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
     for name in ("batch", "size", "repeats", "pairs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
@@ -177,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     from gazemix.cli._util import log, prepare_out
 
     cfg = config_from_args(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     devices = devices_from_arg(args.device)
     cub_gha = cub_gha_from_args(args)
     out = prepare_out(args.out)

@@ -74,6 +74,8 @@ def test_bad_options_are_reported(capsys):
     assert bench_main(["--quick", "--mixers", "saliencymix"]) == 2
     assert "--mixers saliencymix: not registered content-independent" in capsys.readouterr().err
     assert bench_main(["--quick", "--device", "tpu"]) == 2
+    assert bench_main(["--quick", "--threads", "0"]) == 2
+    assert "--threads must be a positive integer" in capsys.readouterr().err
     assert bench_main(["--quick", "--cub-gha", "/no/such/folder"]) == 2
     assert "--cub-gha /no/such/folder is not a folder" in capsys.readouterr().err
 
