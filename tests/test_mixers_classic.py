@@ -414,11 +414,11 @@ def test_fmix_kernel_matches_reference(mode, hw, options, small_blocks):
 
 def test_fourier_masks_equal_the_whole_batch_computation(small_blocks):
     from gazemix.mixers.fmix import binarise_top_k, fourier_masks, low_frequency_images, low_frequency_spectra
-    re, im = low_frequency_spectra(10, (32, 32), 3.0, torch.Generator().manual_seed(0))
+    spectra = low_frequency_spectra(10, (32, 32), 3.0, torch.Generator().manual_seed(0))
     lam, round_up = torch.rand(10), torch.rand(10) > 0.5
     lam[3], lam[4] = 0.0, 1.0  # no own pixel, every own pixel
     grey = low_frequency_images(10, (32, 32), 3.0, torch.Generator().manual_seed(0))
-    masks = fourier_masks(re, im, lam, round_up, (32, 32))
+    masks = fourier_masks(spectra, lam, round_up, (32, 32))
     assert torch.equal(masks, binarise_top_k(grey, lam, round_up))
     assert int(masks[3].sum()) == 0 and bool(masks[4].all())
 

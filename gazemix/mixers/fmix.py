@@ -16,16 +16,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta
 from gazemix.mixers._blocks import row_blocks
 from gazemix.registry import register_mixer
 
 
-def low_frequency_spectra(n: int, hw: tuple[int, int], decay_power: float,
-                          generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Real and imaginary parts, each ``(n, H, W // 2 + 1)``, of ``n`` random spectra scaled by ``1/f^decay_power``.
+def low_frequency_spectra(n: int, hw: tuple[int, int], decay_power: float, generator: torch.Generator) -> Tensor:
+    """``n`` random complex spectra ``(n, H, W // 2 + 1)`` scaled by ``1/f^decay_power`` (``rfft2`` layout).
 
-    The real parts are drawn first, then the imaginary parts (two normal tensors, scaled in place).
+    The real parts of all ``n`` are drawn first, then the imaginary parts (two normal tensors).
     """
     h, w = hw
     fy = torch.fft.fftfreq(h, dtype=torch.float32).view(-1, 1)
@@ -34,13 +33,12 @@ def low_frequency_spectra(n: int, hw: tuple[int, int], decay_power: float,
     scale = 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay_power
     re = torch.randn((n, *freqs.shape), generator=generator)
     im = torch.randn((n, *freqs.shape), generator=generator)
-    return re.mul_(scale), im.mul_(scale)
+    return torch.complex(re.mul_(scale), im.mul_(scale))
 
 
 def low_frequency_images(n: int, hw: tuple[int, int], decay_power: float, generator: torch.Generator) -> Tensor:
     """``n`` grey images of ``1/f^decay_power`` noise, ``(n, H, W)`` (the official ``make_low_freq_image``)."""
-    re, im = low_frequency_spectra(n, hw, decay_power, generator)
-    return torch.fft.irfft2(torch.complex(re, im), s=hw)
+    return torch.fft.irfft2(low_frequency_spectra(n, hw, decay_power, generator), s=hw)
 
 
 def binarise_top_k(grey: Tensor, lam: Tensor, round_up: Tensor) -> Tensor:
@@ -63,17 +61,16 @@ def binarise_top_k(grey: Tensor, lam: Tensor, round_up: Tensor) -> Tensor:
     return (flat >= torch.from_numpy(thresholds).to(flat.device)).reshape(n, h, w)
 
 
-def fourier_masks(re: Tensor, im: Tensor, lam: Tensor, round_up: Tensor, hw: tuple[int, int]) -> Tensor:
-    """FMix masks ``(n, H, W)``: :func:`binarise_top_k` of the inverse FFT of the spectra ``re + i im``.
+def fourier_masks(spectra: Tensor, lam: Tensor, round_up: Tensor, hw: tuple[int, int]) -> Tensor:
+    """FMix masks ``(n, H, W)``: :func:`binarise_top_k` of the inverse FFT of ``spectra``.
 
-    Computed block by block of images, so the spectra and grey images of a block stay in cache; equal to
-    ``binarise_top_k(torch.fft.irfft2(torch.complex(re, im), s=hw), lam, round_up)``.
+    Computed block by block of images, so each block's grey images stay in cache between the inverse FFT and
+    the threshold; equal to ``binarise_top_k(torch.fft.irfft2(spectra, s=hw), lam, round_up)``.
     """
-    n = re.shape[0]
-    masks = torch.empty((n, *hw), dtype=torch.bool, device=re.device)
-    for rows in row_blocks(n, hw[0] * hw[1] * re.element_size(), re.device):
-        grey = torch.fft.irfft2(torch.complex(re[rows], im[rows]), s=hw)
-        masks[rows] = binarise_top_k(grey, lam[rows], round_up[rows])
+    n = spectra.shape[0]
+    masks = torch.empty((n, *hw), dtype=torch.bool, device=spectra.device)
+    for rows in row_blocks(n, hw[0] * hw[1] * 4, spectra.device):
+        masks[rows] = binarise_top_k(torch.fft.irfft2(spectra[rows], s=hw), lam[rows], round_up[rows])
     return masks
 
 
@@ -106,9 +103,9 @@ class FMix(Mixer):
         b, hw = images.shape[0], tuple(images.shape[-2:])
         n = 1 if self.mode == "batch" else b
         lam = sample_beta(self.alpha, n, generator)
-        re, im = low_frequency_spectra(n, hw, self.decay_power, generator)
+        spectra = low_frequency_spectra(n, hw, self.decay_power, generator)
         round_up = torch.rand(n, generator=generator) > 0.5
-        mask = fourier_masks(re, im, lam, round_up, hw)
+        mask = fourier_masks(spectra, lam, round_up, hw)
         return {"lam": lam.expand(b), "mask": mask.unsqueeze(1),
                 "index": self.partners(b, generator, self.pairing, context)}
 
@@ -116,12 +113,6 @@ class FMix(Mixer):
         index = params["index"].to(images.device)
         mask = params["mask"].to(images.device)
         # A float 0/1 share blends with lerp (torch.where with a broadcast boolean mask is about 2x slower on
-        # CPU); lerp with weight exactly 0 or 1 returns the partner or the own pixel unchanged (finite pixels).
-        # Per-sample masks are converted block by block, so no batch-sized float mask is allocated.
-        mixed = images[index]
-        if mask.shape[0] == 1:  # one mask for the batch
-            mixed.lerp_(images, mask.to(images.dtype))
-        else:
-            for rows in row_blocks(mask.shape[0], mask[0].numel() * images.element_size(), images.device):
-                mixed[rows].lerp_(images[rows], mask[rows].to(images.dtype))
+        # CPU); lerp with weight exactly 0 or 1 returns the partner or the own pixel unchanged (finite pixels)
+        mixed = blend(images, index, mask.to(images.dtype))
         return self.pair_result(images, mixed, targets, index, mask, params["lam"], params)
