@@ -88,11 +88,13 @@ class BCLearning(Mixer):
         p = torch.where(degenerate, r.to(p.dtype), p)
         norm = torch.sqrt(p ** 2 + (1 - p) ** 2)
         own_share, partner_share = (p / norm).view(-1, 1, 1, 1), ((1 - p) / norm).view(-1, 1, 1, 1)
-        # a (x_i - m_i) + b (x_j - m_j) = -(a m_i + b m_j) + b x_j + a x_i: one gather, then two fused passes
-        # written into the gathered batch (no other batch-sized temporary)
-        offset = (own_share.view(-1) * mean + partner_share.view(-1) * mean[index]).view(-1, 1, 1, 1)
-        mixed = images[index]
-        torch.addcmul(offset.neg(), mixed, partner_share, out=mixed).addcmul_(images, own_share)
+        # a (x_i - m_i) + b (x_j - m_j) = -(a m_i + b m_j) + b x_j + a x_i: two fused passes per block of images,
+        # the partners gathered into cache, each output pixel written once (no batch-sized temporary)
+        neg_offset = -(own_share.view(-1) * mean + partner_share.view(-1) * mean[index]).view(-1, 1, 1, 1)
+        mixed = torch.empty_like(images)
+        for rows in row_blocks(images.shape[0], images[0].numel() * images.element_size(), dev):
+            torch.addcmul(neg_offset[rows], images[index[rows]], partner_share[rows], out=mixed[rows])
+            mixed[rows].addcmul_(images[rows], own_share[rows])
         soft = self.soft(targets, dev)
         sources = (MixSource(torch.arange(images.shape[0], device=dev), own_share, r),
                    MixSource(index, partner_share, 1.0 - r))
