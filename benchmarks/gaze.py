@@ -65,8 +65,7 @@ def bench_gaze(cub_gha_dir: str | Path, mixer_names: Sequence[str], *, pairs: in
                      RENDER_TARGET_S, f"{maps.report.n_valid}/{maps.report.n_maps} maps valid"))
     valid = maps.valid.nonzero().flatten()
     data = ScoringData(gaze=maps.maps[valid], ids=[samples[i].image_id for i in valid.tolist()], name="CUB-GHA")
-    mixers, skipped = build_mixers(list(mixer_names), num_classes=None, seed=0, has_images=False,
-                                   available_context=("gaze",))
+    mixers, skipped = build_mixers(list(mixer_names), num_classes=None, seed=0, has_images=False)
     for name, mixer in mixers.items():
         log(f"bench: scoring {pairs} pairs of {name}")
         t0 = time.perf_counter()

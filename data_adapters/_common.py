@@ -1,4 +1,5 @@
-"""Shared plumbing of the file-format adapters: the bad-record policy, bounds checks and file readers."""
+"""Shared plumbing of the file-format adapters: the bad-record policy and its adapter base, bounds checks and
+file readers."""
 
 from __future__ import annotations
 
@@ -31,6 +32,24 @@ class RecordPolicy:
         if self.on_error == "raise":
             raise err
         self.skipped.append(err)
+
+
+class RecordAdapter:
+    """Base of the adapters that read records one by one: the ``on_error`` policy (:class:`RecordPolicy`) and the
+    errors of the records skipped under it."""
+
+    def __init__(self, on_error: str) -> None:
+        self._policy = RecordPolicy(on_error)
+
+    @property
+    def on_error(self) -> str:
+        """``"raise"`` the first bad record, or ``"skip"`` it and keep its error in :attr:`skipped`."""
+        return self._policy.on_error
+
+    @property
+    def skipped(self) -> list[AdapterError]:
+        """Errors of the records skipped so far (``on_error="skip"``), each naming its file, line and field."""
+        return self._policy.skipped
 
 
 def require_file(path: Path, what: str) -> Path:

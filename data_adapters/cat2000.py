@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_adapters._common import (RecordPolicy, image_size, load_mat, points_of_binary_map, require_dir)
+from data_adapters._common import (RecordAdapter, image_size, load_mat, points_of_binary_map, require_dir)
 from data_adapters.base import AdapterError, Fixations, GazeSample
 
 __all__ = ["Cat2000", "IMAGE_SUFFIXES"]
@@ -32,7 +32,7 @@ __all__ = ["Cat2000", "IMAGE_SUFFIXES"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class Cat2000:
+class Cat2000(RecordAdapter):
     """Iterate over a CAT2000 set folder (e.g. ``trainSet``) as :class:`GazeSample` records.
 
     Args:
@@ -61,7 +61,7 @@ class Cat2000:
         if not self.maps_dir.is_dir() and not self.locs_dir.is_dir():
             raise AdapterError(self.root, "has neither FIXATIONMAPS/ nor FIXATIONLOCS/: the CAT2000 test set has "
                                           "no gaze; point the adapter at trainSet")
-        self._policy = RecordPolicy(on_error)
+        super().__init__(on_error)
 
     @property
     def skipped(self) -> list[AdapterError]:

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_adapters._common import RecordPolicy, as_number_array, check_inside, load_json
+from data_adapters._common import RecordAdapter, as_number_array, check_inside, load_json
 from data_adapters.base import AdapterError, Fixations, GazeSample
 
 __all__ = ["CocoSearch18", "TASKS", "CANVAS"]
@@ -35,7 +35,7 @@ TASKS = ("bottle", "bowl", "car", "chair", "clock", "cup", "fork", "keyboard", "
 CANVAS = (1050, 1680)  # (height, width) of every stimulus
 
 
-class CocoSearch18:
+class CocoSearch18(RecordAdapter):
     """Iterate over COCO-Search18 fixation files as one :class:`GazeSample` per (image, target task).
 
     Args:
@@ -57,7 +57,7 @@ class CocoSearch18:
         self.files = [Path(f) for f in files]
         self.images_dir = None if images_dir is None else Path(images_dir)
         self.drop_initial = bool(drop_initial)
-        self._policy = RecordPolicy(on_error)
+        super().__init__(on_error)
 
     @property
     def skipped(self) -> list[AdapterError]:

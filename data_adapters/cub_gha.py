@@ -28,6 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
+from data_adapters._common import RecordAdapter
 from data_adapters.base import AdapterError, Fixations, GazeSample
 
 __all__ = ["CubGha", "OBSERVER_STRIDE", "observer_run", "read_run_file"]
@@ -54,12 +55,16 @@ def _parse_line(text: str, path: Path, line: int) -> tuple[int, int, int, np.nda
                                  f"triples (the line may be truncated)", line=line)
     try:
         vals = np.array(parts, dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         for k, p in enumerate(parts):
             try:
-                int(p)
+                value = int(p)
             except ValueError:
-                raise AdapterError(path, f"{p.strip()!r} is not an integer", line=line, field=_field_name(k)) from None
+                raise AdapterError(path, f"{p.strip()[:40]!r} is not an integer", line=line,
+                                   field=_field_name(k)) from None
+            if not -2**63 <= value < 2**63:
+                raise AdapterError(path, f"{p.strip()[:40]} is far too large for a pixel position, size or duration",
+                                   line=line, field=_field_name(k)) from None
         raise
     image_id, w, h = (int(v) for v in vals[:3])
     if image_id < 1:
@@ -94,7 +99,13 @@ def read_run_file(path: str | os.PathLike, run: int, *, skipped: list[AdapterErr
         raise AdapterError(path, "missing CUB-GHA run file: point gaze_dir at the folder holding Fixation_run<k>.txt "
                                  "(the repository's data_5runs/)")
     rows = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise AdapterError(path, f"byte {err.object[err.start]:#04x} is not UTF-8 text: a CUB-GHA run file is "
+                                 "plain comma-separated integers (is this the right file?)", line=line) from None
+    for line, text in enumerate(content.splitlines(), start=1):
         if not text.strip():
             continue
         try:
@@ -133,7 +144,7 @@ def _int(value: str, path: Path, line: int, field: str) -> int:
         raise AdapterError(path, f"{value!r} is not an integer", line=line, field=field) from None
 
 
-class CubGha:
+class CubGha(RecordAdapter):
     """CUB-GHA gaze (and, when given, CUB-200-2011 metadata) as :class:`~data_adapters.base.GazeSample` s.
 
     Samples are sorted by image id; ``image_id`` is CUB's id as a string, ``size`` ``(height, width)``,
@@ -150,8 +161,7 @@ class CubGha:
 
     def __init__(self, gaze_dir: str | os.PathLike, cub_dir: str | os.PathLike | None = None, *,
                  runs: tuple[int, ...] | None = None, on_error: str = "raise", split: str | None = None) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        super().__init__(on_error)
         if split not in (None, "train", "test"):
             raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
         gaze_dir = Path(gaze_dir)
@@ -164,8 +174,7 @@ class CubGha:
                                 if p.stem.removeprefix("Fixation_run").isdigit()))
             if not runs:
                 raise AdapterError(gaze_dir, "no Fixation_run<k>.txt file here: pass the CUB-GHA data_5runs folder")
-        self.gaze_dir, self.runs, self.on_error, self.split = gaze_dir, tuple(runs), on_error, split
-        self.skipped: list[AdapterError] = []
+        self.gaze_dir, self.runs, self.split = gaze_dir, tuple(runs), split
         self.class_names: list[str] | None = None
         keep = None if on_error == "raise" else self.skipped
 

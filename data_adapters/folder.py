@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from data_adapters._common import RecordPolicy, check_inside, image_size, require_dir
+from data_adapters._common import RecordAdapter, RecordPolicy, check_inside, image_size, require_dir
 from data_adapters.base import AdapterError, Fixations, GazeSample
 
 __all__ = ["FolderGaze", "read_fixation_csv"]
@@ -87,7 +87,7 @@ def _parse_row(path: Path, line: int, row: list[str], cols: dict[str, int], size
     return out
 
 
-class FolderGaze:
+class FolderGaze(RecordAdapter):
     """Iterate over ``root/<class_name>/<image>`` with gaze maps and/or fixation CSVs as :class:`GazeSample`.
 
     Args:
@@ -111,7 +111,7 @@ class FolderGaze:
                              f"suffixes {self.image_suffixes}: e.g. map_suffix='_gaze.png' for PNG images")
         self.map_suffix, self.csv_suffix = map_suffix, csv_suffix
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        self._policy = RecordPolicy(on_error)
+        super().__init__(on_error)
 
     @property
     def skipped(self) -> list[AdapterError]:

@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -35,6 +35,7 @@ CIFAR10_CLASSES = ("Airplane", "Automobile", "Bird", "Cat", "Deer", "Dog", "Frog
 PROCESSED_JSON = "processed_hmix_inferences.json"
 CIFAR10_SIZE = 32
 _STIM = re.compile(r"^mixed_(?P<lam>[0-9.]+)_(?P<c1>[A-Za-z]+)_(?P<id1>\d+)_(?P<c2>[A-Za-z]+)_(?P<id2>\d+)\.png$")
+_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _COLUMNS = ("subject", "filename", "task", "responses", "mixtureCoeff", "label1", "label2", "rt", "trial_index")
 _SOFT_COLUMNS = ("subject", "filename", "task", "response", "mixtureCoeff", "label1", "label2", "rt", "trial_index")
 
@@ -77,43 +78,50 @@ def _number(path: Path, line: int, fieldname: str, value: str, lo: float, hi: fl
     return x
 
 
+def _csv_rows(path: Path, columns: tuple[str, ...], where: str = "") -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` of an H-Mix CSV file, after checking that it exists and has ``columns``."""
+    if not path.is_file():
+        raise AdapterError(path, f"missing: point to the H-Mix folder {where}holding {path.name}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise AdapterError(path, f"missing column(s) {', '.join(missing)}", line=1)
+        for row in reader:
+            yield reader.line_num, row
+
+
 def read_hmix_inferences(root: str | os.PathLike) -> HMixTable:
     """Read ``hmix_infer_mixing_factor.csv`` from the H-Mix folder ``root``.
 
     Raises :class:`AdapterError` naming the file, line and field of a missing column, malformed
-    ``responses`` JSON, a value out of range, or a stimulus name that disagrees with its row.
+    ``responses`` JSON, a value out of range, a participant id that is not 1-64 letters, digits or
+    ``_ . @ -`` (so nothing like ``=HYPERLINK(..)`` or markup enters a study), or a stimulus name that
+    disagrees with its row.
     """
     path = Path(root) / INFER_CSV
-    if not path.is_file():
-        raise AdapterError(path, f"missing: point to the H-Mix folder (cambridge-mlg/hill-mixup h_mix/) holding {INFER_CSV}")
     rows, items = [], {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise AdapterError(path, f"missing column(s) {', '.join(missing)}", line=1)
-        for row in reader:
-            line = reader.line_num
-            name = row["filename"]
-            item = _stimulus(path, line, row)
-            try:
-                resp = json.loads(row["responses"])
-                mc, conf = resp["mixingcoeff"], resp["confidence"]
-            except (json.JSONDecodeError, TypeError, KeyError):
-                raise AdapterError(path, 'expected JSON {"mixingcoeff": 0..100, "confidence": 0..100}, got '
-                                   f"{row['responses'][:60]!r}", line=line, field="responses") from None
-            mc = _number(path, line, "responses.mixingcoeff", mc, 0, 100)
-            conf = _number(path, line, "responses.confidence", conf, 0, 100)
-            if row["task"] not in ("rate_mixture", "rerun_rate_mixture"):
-                raise AdapterError(path, f"unknown task {row['task']!r} (rate_mixture or rerun_rate_mixture)",
-                                   line=line, field="task")
-            items.setdefault(name, item)
-            rows.append({"annotator": row["subject"], "key": name, "repeat": int(row["task"] == "rerun_rate_mixture"),
-                         "trial_index": int(_number(path, line, "trial_index", row["trial_index"], 0, 1e9)),
-                         "weight1": 1.0 - mc / 100.0, "confidence": conf / 100.0, "slider": mc,
-                         "slider_start": 50.0, "left_is_image1": 1,
-                         "rt_ms": _number(path, line, "rt", row["rt"], 0, 1e9) if row["rt"] else None,
-                         "condition": row.get("condition") or None})
+    for line, row in _csv_rows(path, _COLUMNS, "(cambridge-mlg/hill-mixup h_mix/) "):
+        name = row["filename"]
+        item = _stimulus(path, line, row)
+        try:
+            resp = json.loads(row["responses"])
+            mc, conf = resp["mixingcoeff"], resp["confidence"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            raise AdapterError(path, 'expected JSON {"mixingcoeff": 0..100, "confidence": 0..100}, got '
+                               f"{row['responses'][:60]!r}", line=line, field="responses") from None
+        mc = _number(path, line, "responses.mixingcoeff", mc, 0, 100)
+        conf = _number(path, line, "responses.confidence", conf, 0, 100)
+        if row["task"] not in ("rate_mixture", "rerun_rate_mixture"):
+            raise AdapterError(path, f"unknown task {row['task']!r} (rate_mixture or rerun_rate_mixture)",
+                               line=line, field="task")
+        items.setdefault(name, item)
+        rows.append({"annotator": row["subject"], "key": name, "repeat": int(row["task"] == "rerun_rate_mixture"),
+                     "trial_index": int(_number(path, line, "trial_index", row["trial_index"], 0, 1e9)),
+                     "weight1": 1.0 - mc / 100.0, "confidence": conf / 100.0, "slider": mc,
+                     "slider_start": 50.0, "left_is_image1": 1,
+                     "rt_ms": _number(path, line, "rt", row["rt"], 0, 1e9) if row["rt"] else None,
+                     "condition": row.get("condition") or None})
     return _table(path, items, rows)
 
 
@@ -140,8 +148,9 @@ def _stimulus(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
     if abs(lam - stim["lam"]) > 1e-9 or (row["label1"], row["label2"]) != (stim["class1"], stim["class2"]):
         raise AdapterError(path, f"mixtureCoeff/label1/label2 ({lam}, {row['label1']}, {row['label2']}) "
                            f"disagree with the file name {name!r}", line=line, field="filename")
-    if not row["subject"]:
-        raise AdapterError(path, "empty participant id", line=line, field="subject")
+    if not _SUBJECT.match(row["subject"] or ""):
+        raise AdapterError(path, "participant id must be 1-64 letters, digits or _ . @ - (starting with a letter or "
+                           f"digit), got {(row['subject'] or '')[:40]!r}", line=line, field="subject")
     return {"key": name, "class1": stim["class1"], "class2": stim["class2"], "lam": lam,
             "source1": f"cifar10-test:{stim['id1']}", "source2": f"cifar10-test:{stim['id2']}", "mixer": "mixup",
             "height": CIFAR10_SIZE, "width": CIFAR10_SIZE}
@@ -158,48 +167,40 @@ def read_hmix_soft_labels(root: str | os.PathLike) -> HMixTable:
     ``HMixTable.skipped``; the CIFAR-10S relabelling of the published JSON is not recomputed.
     """
     path = Path(root) / SOFT_CSV
-    if not path.is_file():
-        raise AdapterError(path, f"missing: point to the H-Mix folder holding {SOFT_CSV}")
     rows, items, skipped = [], {}, 0
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in _SOFT_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise AdapterError(path, f"missing column(s) {', '.join(missing)}", line=1)
-        for row in reader:
-            line = reader.line_num
-            if not row["filename"]:
-                skipped += 1
-                continue
-            item = _stimulus(path, line, row)
-            items.setdefault(item["key"], item)
-            try:
-                resp = json.loads(row["response"])
-                c1 = resp["classSelect"].removeprefix("mostProb")
-                c2 = resp.get("classSelect2", "secondProbNo").removeprefix("secondProb")
-            except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
-                raise AdapterError(path, 'expected JSON {"classSelect": "mostProb<Class>", "prob": ..., ...}, got '
-                                   f"{row['response'][:60]!r}", line=line, field="response") from None
-            for name, cls in (("classSelect", c1), ("classSelect2", c2)):
-                if cls not in CIFAR10_CLASSES and not (name == "classSelect2" and cls == "No"):
-                    raise AdapterError(path, f"unknown class {cls!r} (CIFAR-10: {', '.join(CIFAR10_CLASSES)})",
-                                       line=line, field=f"response.{name}")
-            p1 = _number(path, line, "response.prob", resp.get("prob"), 0, 100) / 100.0
-            c2 = None if c2 == "No" else c2
-            p2 = _number(path, line, "response.prob2", resp.get("prob2"), 0, 100) / 100.0 if c2 else 0.0
-            if row["task"] not in ("spec_conf", "rerun_spec_conf"):
-                raise AdapterError(path, f"unknown task {row['task']!r} (spec_conf or rerun_spec_conf)",
-                                   line=line, field="task")
-            probs = {c1: p1, **({c2: p2} if c2 else {})}
-            m1, m2 = probs.get(item["class1"], 0.0), probs.get(item["class2"], 0.0)
-            rows.append({"annotator": row["subject"], "key": item["key"], "repeat": int(row["task"] == "rerun_spec_conf"),
-                         "trial_index": int(_number(path, line, "trial_index", row["trial_index"], 0, 1e9)),
-                         "choice1": c1, "prob1": p1, "choice2": c2, "prob2": p2,
-                         "excluded": sorted(k.removeprefix("improbClassSelect") for k in resp
-                                            if k.startswith("improbClassSelect")),
-                         "weight1": m1 / (m1 + m2) if m1 + m2 > 0 else None,
-                         "rt_ms": _number(path, line, "rt", row["rt"], 0, 1e9) if row["rt"] else None,
-                         "condition": row.get("condition") or None})
+    for line, row in _csv_rows(path, _SOFT_COLUMNS):
+        if not row["filename"]:
+            skipped += 1
+            continue
+        item = _stimulus(path, line, row)
+        items.setdefault(item["key"], item)
+        try:
+            resp = json.loads(row["response"])
+            c1 = resp["classSelect"].removeprefix("mostProb")
+            c2 = resp.get("classSelect2", "secondProbNo").removeprefix("secondProb")
+        except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+            raise AdapterError(path, 'expected JSON {"classSelect": "mostProb<Class>", "prob": ..., ...}, got '
+                               f"{row['response'][:60]!r}", line=line, field="response") from None
+        for name, cls in (("classSelect", c1), ("classSelect2", c2)):
+            if cls not in CIFAR10_CLASSES and not (name == "classSelect2" and cls == "No"):
+                raise AdapterError(path, f"unknown class {cls!r} (CIFAR-10: {', '.join(CIFAR10_CLASSES)})",
+                                   line=line, field=f"response.{name}")
+        p1 = _number(path, line, "response.prob", resp.get("prob"), 0, 100) / 100.0
+        c2 = None if c2 == "No" else c2
+        p2 = _number(path, line, "response.prob2", resp.get("prob2"), 0, 100) / 100.0 if c2 else 0.0
+        if row["task"] not in ("spec_conf", "rerun_spec_conf"):
+            raise AdapterError(path, f"unknown task {row['task']!r} (spec_conf or rerun_spec_conf)",
+                               line=line, field="task")
+        probs = {c1: p1, **({c2: p2} if c2 else {})}
+        m1, m2 = probs.get(item["class1"], 0.0), probs.get(item["class2"], 0.0)
+        rows.append({"annotator": row["subject"], "key": item["key"], "repeat": int(row["task"] == "rerun_spec_conf"),
+                     "trial_index": int(_number(path, line, "trial_index", row["trial_index"], 0, 1e9)),
+                     "choice1": c1, "prob1": p1, "choice2": c2, "prob2": p2,
+                     "excluded": sorted(k.removeprefix("improbClassSelect") for k in resp
+                                        if k.startswith("improbClassSelect")),
+                     "weight1": m1 / (m1 + m2) if m1 + m2 > 0 else None,
+                     "rt_ms": _number(path, line, "rt", row["rt"], 0, 1e9) if row["rt"] else None,
+                     "condition": row.get("condition") or None})
     table = _table(path, items, rows)
     table.skipped = skipped
     return table

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from data_adapters._common import (RecordPolicy, image_size, load_gray, load_mat, points_of_binary_map,
+from data_adapters._common import (RecordAdapter, image_size, load_gray, load_mat, points_of_binary_map,
                                    require_dir)
 from data_adapters.base import AdapterError, Fixations, GazeSample
 
@@ -123,7 +123,7 @@ def _eye_data(path: Path) -> np.ndarray:
     return eye
 
 
-class Mit1003:
+class Mit1003(RecordAdapter):
     """Iterate over MIT1003 as :class:`GazeSample` records (one per image).
 
     Args:
@@ -161,7 +161,7 @@ class Mit1003:
             require_dir(self.maps_dir, "ALLFIXATIONMAPS/<name>_fixPts.jpg")
             self.subjects = []
         self.source, self.data_dir, self.drop_first = source, data_dir, bool(drop_first)
-        self._policy = RecordPolicy(on_error)
+        super().__init__(on_error)
 
     @property
     def skipped(self) -> list[AdapterError]:

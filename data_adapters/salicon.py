@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_adapters._common import RecordPolicy, as_number_array, check_inside, load_json
+from data_adapters._common import RecordAdapter, as_number_array, check_inside, load_json
 from data_adapters.base import AdapterError, Fixations, GazeSample
 
 __all__ = ["SaliconFixations"]
@@ -33,7 +33,7 @@ def _int_field(rec: dict, key: str, path: Path, where: str) -> int:
     return int(v)
 
 
-class SaliconFixations:
+class SaliconFixations(RecordAdapter):
     """Iterate over the images of one SALICON fixation JSON file as :class:`GazeSample` records.
 
     Args:
@@ -56,7 +56,7 @@ class SaliconFixations:
         self.path = Path(fixations_json)
         self.images_dir = None if images_dir is None else Path(images_dir)
         self.order, self.one_based = order, bool(one_based)
-        self._policy = RecordPolicy(on_error)
+        super().__init__(on_error)
 
     @property
     def skipped(self) -> list[AdapterError]:

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from pathlib import Path
+from typing import Any, Callable, ClassVar, ContextManager, Iterable, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["BoxWarp", "MixResult", "MixSource", "Mixer", "MixerInputError", "check_pairing", "scale_to_mass",
+__all__ = ["BoxWarp", "ForwardOutputs", "ForwardRequest", "MixResult", "MixSource", "Mixer", "MixerInputError",
+           "TrackedTargets", "TrainingHooks", "box_sums", "check_index", "check_pairing", "scale_to_mass",
            "soft_target_ce", "soft_targets"]
 
 
@@ -131,12 +134,17 @@ class MixSource:
     """One source of every mixed output: which image, its per-pixel share, its label weight, its warp.
 
     ``share`` is float, or boolean for hard masks (cheaper to build and store; replay converts it).
+    ``box`` ``(B, 4)`` (optional) says that ``share`` is exactly the indicator of that box (True inside), or
+    of its complement with ``box_complement=True``; with a :class:`BoxWarp` the box is the warp's ``dst``.
+    Replay then sums each map over its box alone (:meth:`MixResult.replay_sources`).
     """
 
     index: Tensor
     share: Tensor
     weight: Tensor
     warp: BoxWarp | None = None
+    box: Tensor | None = None
+    box_complement: bool = False
 
 
 def soft_targets(targets: Tensor, num_classes: int | None, smoothing: float = 0.0) -> Tensor:
@@ -247,13 +255,21 @@ class MixResult:
         return torch.stack(out, dim=1)
 
     def replay_sources(self, maps: Tensor) -> Tensor:
-        """Map mass that each output keeps from each source: ``(B', S)``."""
+        """Map mass that each output keeps from each source: ``(B', S)``.
+
+        Sources that declare a ``box`` are summed over that box alone (a warped box keeps exactly the mass of
+        its ``src`` box, as :meth:`BoxWarp.apply_density` defines it), without building or reading a mask.
+        """
         self._check_maps(maps)
         b = self.images.shape[0]
         totals = maps.sum(dim=(1, 2, 3))
         flat = maps.reshape(maps.shape[0], -1)
         masses = []
         for src in self.sources:
+            if src.box is not None:
+                inside = box_sums(maps, src.index, src.box if src.warp is None else src.warp.src).to(maps.dtype)
+                masses.append(totals[src.index] - inside if src.box_complement else inside)
+                continue
             share = src.share.to(maps.dtype)
             if src.warp is not None:
                 g = src.warp.apply_density(maps[src.index])
@@ -295,21 +311,144 @@ class MixResult:
 
         def pick(s: MixSource) -> MixSource:
             share = s.share if s.share.shape[0] == 1 else s.share[rows]
-            return MixSource(s.index[rows], share, s.weight[rows], None if s.warp is None else s.warp.index_select(rows))
+            return MixSource(s.index[rows], share, s.weight[rows], None if s.warp is None else s.warp.index_select(rows),
+                             None if s.box is None else s.box[rows], s.box_complement)
         return dataclasses.replace(self, images=self.images[rows], targets=self.targets[rows],
                                    sources=tuple(pick(s) for s in self.sources))
 
     def to(self, device: torch.device | str) -> "MixResult":
         def move(s: MixSource) -> MixSource:
             warp = None if s.warp is None else dataclasses.replace(s.warp, src=s.warp.src.to(device), dst=s.warp.dst.to(device))
-            return MixSource(s.index.to(device), s.share.to(device), s.weight.to(device), warp)
+            return MixSource(s.index.to(device), s.share.to(device), s.weight.to(device), warp,
+                             None if s.box is None else s.box.to(device), s.box_complement)
         return dataclasses.replace(self, images=self.images.to(device), targets=self.targets.to(device),
                                    sources=tuple(move(s) for s in self.sources))
+
+
+def box_sums(maps: Tensor, index: Tensor, boxes: Tensor) -> Tensor:
+    """Sum of map ``maps[index[b]]`` ``(N, 1, H, W)`` inside half-open box ``boxes[b] = (y1, x1, y2, x2)``, float64.
+
+    One slice sum per box: each reads only its box (no mask is built), which on the CPU is several times
+    faster than a masked pass over the whole map.
+    """
+    m = maps[:, 0]
+    sums = [m[i, y1:y2, x1:x2].sum(dtype=torch.float64)
+            for i, (y1, x1, y2, x2) in zip(index.tolist(), boxes.tolist())]
+    return torch.stack(sums) if sums else torch.zeros(0, dtype=torch.float64, device=maps.device)
 
 
 def _is_identity(index: Tensor, n: int) -> bool:
     """True when ``index`` is ``arange(n)`` (a cheap check that skips a gather)."""
     return index.numel() == n and bool((index == torch.arange(n, device=index.device)).all())
+
+
+# ------------------------------------------------------------------------------------------ training hooks
+@dataclass(frozen=True)
+class ForwardRequest:
+    """What one mixed batch asks of the trainer's forward pass (returned by :meth:`TrainingHooks.request`).
+
+    Attributes:
+        teacher_logits: the model's logits on the clean batch in eval mode without gradient (the teacher of a
+            consistency loss). The trainer uses ``kept_teacher`` when given, else the final tokens of a no-grad
+            read-out the mixer ran on the model during the call, else one extra eval-mode forward.
+        kept_teacher: those logits when the mixer already computed them (SMMix's own eval forward).
+        clean_logits: run the clean batch through the *same* training forward as the mixed one (with gradient:
+            one pass, BatchNorm sees both halves); the logits arrive as :attr:`ForwardOutputs.clean_logits`.
+        features: return the final features of the training forward (``forward_features``: tokens
+            ``(B', P + N, D)`` for a ViT, a map ``(B', C, h, w)`` for a CNN) as :attr:`ForwardOutputs.features`.
+    """
+
+    teacher_logits: bool = False
+    kept_teacher: Tensor | None = None
+    clean_logits: bool = False
+    features: bool = False
+
+
+@dataclass(frozen=True)
+class ForwardOutputs:
+    """What the trainer hands to :meth:`TrainingHooks.losses` after the training forward of one step.
+
+    Attributes:
+        images, labels: the clean (augmented, normalised) input batch and its labels.
+        result: the mix (after :meth:`Mixer.relabel`).
+        logits: float32 logits of the training forward on ``result.images``, ``(B', K)``.
+        model: the model being trained (unwrapped from DDP).
+        clean_logits: float32 logits of the clean batch from the same forward (:attr:`ForwardRequest.clean_logits`).
+        teacher_logits: float32 eval-mode, no-grad logits of the clean batch (:attr:`ForwardRequest.teacher_logits`).
+        features: final features of the training forward (:attr:`ForwardRequest.features`).
+        token_head: the module :meth:`TrainingHooks.token_head` built, when the trainer built it.
+        autocast: the trainer's mixed-precision context, for losses that run in it (a no-op context on CPU).
+    """
+
+    images: Tensor
+    labels: Tensor
+    result: MixResult
+    logits: Tensor
+    model: nn.Module
+    clean_logits: Tensor | None = None
+    teacher_logits: Tensor | None = None
+    features: Tensor | None = None
+    token_head: nn.Module | None = None
+    autocast: Callable[[], ContextManager[Any]] = nullcontext
+
+
+class TrackedTargets(Protocol):
+    """What :meth:`TrainingHooks.track_targets` yields: the targets, readable after the forward ran."""
+
+    @property
+    def targets(self) -> Tensor: ...
+
+
+class TrainingHooks:
+    """How a mixer takes part in training beyond ``mixer(images, labels, **context)``; every hook here is a no-op.
+
+    A trainer gets one object from :meth:`Mixer.training_hooks` and drives it without knowing the mixer:
+
+    * :meth:`token_head` once, when the model is built: an extra module trained with the model (SMMix's linear
+      token head), or ``None``;
+    * :meth:`setup` before the first epoch (a learned mixer's own networks, a search phase) and :meth:`save` at the
+      end of every epoch (its state, next to the model's checkpoints);
+    * per step, after the mixer call: :meth:`request` (what this batch needs from the forward); the forward runs
+      inside :meth:`track_targets` when :attr:`tracks_targets` is set (the targets then come from the forward);
+      :meth:`losses` after it (terms added to the classification loss before the one backward);
+      :meth:`after_step` after the optimiser step (the mixer's own update).
+
+    Relabelling after the forward is part of the mixing contract itself (:attr:`Mixer.relabels_after_forward`,
+    :meth:`Mixer.relabel`), because scoring uses it too. Hooks keep no state of their own beyond their mixer, so a
+    trainer may ask for them more than once.
+    """
+
+    tracks_targets: bool = False
+    """True when :meth:`track_targets` replaces the mix's targets by targets tracked through the training forward."""
+
+    def token_head(self, model: nn.Module, num_classes: int) -> nn.Module | None:
+        """A module the losses use, trained with the model (kept in the model's checkpoint), or ``None``."""
+        return None
+
+    def setup(self, model: nn.Module, *, loader: Iterable, augment: Callable, total_steps: int,
+              device: torch.device, max_steps: int | None = None, quiet: bool = True,
+              state_dir: str | Path | None = None, resume: bool = False, start_step: int = 0) -> None:
+        """Prepare for training ``model`` (unwrapped): ``loader``/``augment`` the training batches (for a search
+        phase), ``total_steps`` the optimiser steps of the run, ``state_dir`` where :meth:`save` writes (read back
+        when ``resume``), ``start_step`` the steps already taken."""
+
+    def request(self, result: MixResult) -> ForwardRequest:
+        """What the forward on ``result.images`` must also provide for :meth:`losses`."""
+        return ForwardRequest()
+
+    def track_targets(self, model: nn.Module, result: MixResult) -> ContextManager[TrackedTargets]:
+        """A context around the training forward of ``model`` on ``result.images`` yielding the tracked targets."""
+        raise NotImplementedError(f"{type(self).__name__} tracks no targets")
+
+    def losses(self, out: ForwardOutputs) -> dict[str, Tensor]:
+        """Extra loss terms of this step by name (each added to the classification loss)."""
+        return {}
+
+    def after_step(self) -> None:
+        """The mixer's own update, after the model's optimiser step."""
+
+    def save(self, state_dir: str | Path) -> None:
+        """Write the mixer's training state into ``state_dir`` (called on one process only)."""
 
 
 # ---------------------------------------------------------------------------------------------- mixers
@@ -325,9 +464,24 @@ class Mixer(abc.ABC):
     ``epoch`` (int) for progressive schedules; ``index`` ``(B,)`` a partner for every sample chosen by the
     caller instead of drawn (``gazemix score`` uses it to compare every mixer on the same pairs).
 
-    Subclasses set ``name``, ``summary``, ``reference``, ``needs`` (context keys that must be passed) and
-    ``content_independent`` (the mask depends on shapes only, never on pixels or a model), and implement
-    :meth:`sample` and :meth:`apply`.
+    Subclasses set ``name``, ``summary``, ``reference`` and their capabilities, and implement :meth:`sample`
+    and :meth:`apply`. Capabilities describe the **built instance** (options can change them, e.g. a saliency
+    mixer's ``saliency_source``), so callers read them from the instance, never from the class:
+
+    * ``needs``: context keys that must be passed to the call;
+    * ``content_independent``: the mask, the label weights and the warps never depend on pixel values (they
+      may depend on shapes and on context maps such as ``gaze=``);
+    * ``model_kind``: the model the mixer reads, if any: ``"cnn"`` (a feature map, CAM), ``"vit"`` (class-token
+      or patch attention), ``"any"`` (input gradients, a teacher's logits) or ``None``;
+    * ``relabels_after_forward``: the label comes from :meth:`relabel` after the model's forward;
+    * :attr:`reads_gaze`: the mix or the label is chosen from the ``gaze=`` maps;
+    * ``modes`` (class-level): the values of the ``mode`` option (``"batch"``: one draw per batch; ``"elem"``:
+      one per sample); empty when the mixer has no such option;
+    * ``uses_patch_grid`` (class-level): the mix is laid on a token grid set by the ``patch_size`` option (a
+      trainer passes its ViT's patch size).
+
+    Training extras (auxiliary losses, a token head, a learned mixer's own update) come from
+    :meth:`training_hooks`.
 
     Args (shared by every mixer):
         num_classes: number of classes, required when targets are class indices.
@@ -338,9 +492,12 @@ class Mixer(abc.ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
-    needs: ClassVar[tuple[str, ...]] = ()
-    content_independent: ClassVar[bool] = True
-    relabels_after_forward: ClassVar[bool] = False
+    modes: ClassVar[tuple[str, ...]] = ()
+    uses_patch_grid: ClassVar[bool] = False
+    needs: tuple[str, ...] = ()
+    content_independent: bool = True
+    model_kind: str | None = None
+    relabels_after_forward: bool = False
 
     def __init__(self, *, num_classes: int | None = None, label_smoothing: float = 0.0, seed: int | None = None) -> None:
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
@@ -354,22 +511,17 @@ class Mixer(abc.ABC):
         else:
             self.generator.seed()
 
+    @property
+    def reads_gaze(self) -> bool:
+        """True when the mix or its label is chosen from ``gaze=`` (scoring must then hold those observers out)."""
+        return "gaze" in self.needs
+
     # -- the public call --
     def __call__(self, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None,
                  **context: Any) -> MixResult:
         self.check_inputs(images, targets)
-        missing = [k for k in self.needs if context.get(k) is None]
-        if missing:
-            raise MixerInputError(f"{self.name} needs {', '.join(f'{k}=' for k in missing)} in the call: "
-                                  f"{self.context_help()}")
-        if context.get("index") is not None:
-            index = context["index"]
-            b = images.shape[0]
-            if not isinstance(index, Tensor) or index.shape != (b,) or index.is_floating_point():
-                raise MixerInputError(f"index= must be an integer tensor of shape ({b},), got "
-                                      f"{tuple(index.shape) if isinstance(index, Tensor) else type(index).__name__}")
-            if b and (int(index.min()) < 0 or int(index.max()) >= b):
-                raise MixerInputError(f"index= values must lie in [0, {b - 1}]")
+        self.check_context(images, targets, context)
+        check_index(images, context)
         gen = generator if generator is not None else self.generator
         params = self.sample(images, targets, generator=gen, **context)
         return self.apply(images, targets, params)
@@ -391,6 +543,15 @@ class Mixer(abc.ABC):
         """
         return result
 
+    def training_hooks(self, *, auxiliary_losses: bool = True) -> TrainingHooks:
+        """How a trainer drives this mixer beyond the call (see :class:`TrainingHooks`; default: nothing more).
+
+        ``auxiliary_losses=False`` leaves out the optional loss terms a method adds to the model's objective
+        (SMMix/TdAttenMix's consistency and fine-grained terms, SpliceMix-CL's consistency term); terms that
+        train the mixer itself (a learned mixer's) stay.
+        """
+        return TrainingHooks()
+
     # -- helpers for subclasses --
     def partners(self, b: int, generator: torch.Generator, pairing: str, context: Mapping[str, Any]) -> Tensor:
         """The partner of each sample: ``context["index"]`` when the caller fixed it, else drawn by ``pairing``."""
@@ -400,6 +561,17 @@ class Mixer(abc.ABC):
 
     def context_help(self) -> str:
         return "see the mixer's docstring"
+
+    def check_context(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> None:
+        """Raise :class:`MixerInputError` naming what to pass when the call context cannot serve this mixer.
+
+        Default: every key of ``needs`` must be given; mixers with alternatives (``attention=`` or ``model=``)
+        override it.
+        """
+        missing = [k for k in self.needs if context.get(k) is None]
+        if missing:
+            raise MixerInputError(f"{self.name} needs {', '.join(f'{k}=' for k in missing)} in the call: "
+                                  f"{self.context_help()}")
 
     def check_inputs(self, images: Tensor, targets: Tensor) -> None:
         if not isinstance(images, Tensor) or images.ndim != 4:
@@ -418,15 +590,19 @@ class Mixer(abc.ABC):
 
     def pair_result(self, images: Tensor, mixed: Tensor, targets: Tensor, index: Tensor, own_share: Tensor,
                     lam: Tensor, params: Mapping[str, Any], *, partner_weight: Tensor | None = None,
-                    partner_warp: BoxWarp | None = None) -> MixResult:
-        """Build the two-source result ``own = arange(B)``, ``partner = index`` with label weights."""
+                    partner_warp: BoxWarp | None = None, partner_box: Tensor | None = None) -> MixResult:
+        """Build the two-source result ``own = arange(B)``, ``partner = index`` with label weights.
+
+        ``partner_box`` ``(B, 4)``: the partner fills exactly this box (its warp's ``dst``) and the own image the
+        rest, so replay sums both over the box alone.
+        """
         b = images.shape[0]
         device = images.device
         lam = lam.to(device=device, dtype=torch.float32)
         partner_weight = (1.0 - lam) if partner_weight is None else partner_weight.to(device=device, dtype=torch.float32)
-        own = MixSource(torch.arange(b, device=device), own_share, lam)
+        own = MixSource(torch.arange(b, device=device), own_share, lam, box=partner_box, box_complement=True)
         partner_share = ~own_share if own_share.dtype == torch.bool else 1.0 - own_share
-        partner = MixSource(index.to(device), partner_share, partner_weight, partner_warp)
+        partner = MixSource(index.to(device), partner_share, partner_weight, partner_warp, box=partner_box)
         soft = self.soft(targets, device)
         mixed_targets = lam.view(-1, 1) * soft + partner_weight.view(-1, 1) * soft[partner.index]
         return MixResult(images=mixed, targets=mixed_targets, sources=(own, partner), params=dict(params), mixer=self.name)
@@ -437,8 +613,20 @@ class Mixer(abc.ABC):
 
     def config(self) -> dict[str, Any]:
         """The mixer's options (what ``__init__`` was given), for provenance tables."""
-        hidden = {"generator", "needs", "content_independent", "relabels_after_forward"}
+        hidden = {"generator", "needs", "content_independent", "model_kind", "relabels_after_forward"}
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in hidden}
+
+
+def check_index(images: Tensor, context: Mapping[str, Any]) -> None:
+    """Validate a caller-fixed partner ``index=`` in ``context``: an integer tensor ``(B,)`` with values in ``[0, B)``."""
+    index, b = context.get("index"), images.shape[0]
+    if index is None:
+        return
+    if not isinstance(index, Tensor) or index.shape != (b,) or index.is_floating_point():
+        raise MixerInputError(f"index= must be an integer tensor of shape ({b},), got "
+                              f"{tuple(index.shape) if isinstance(index, Tensor) else type(index).__name__}")
+    if b and (int(index.min()) < 0 or int(index.max()) >= b):
+        raise MixerInputError(f"index= values must lie in [0, {b - 1}]")
 
 
 def blend(images: Tensor, index: Tensor, own_share: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,6 +246,30 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
         :class:`GazeMaps` with ``maps (N, 1, H, W)`` float32, ``valid (N,)`` and a :class:`GazeReport`.
     """
     n = len(fixations)
+    _check_render_args(n, sizes, sigma_px, min_duration_ms, fit, on_empty, chunk)
+    out_hw = (int(out_hw[0]), int(out_hw[1]))
+    sizes_np = np.asarray(sizes, dtype=np.int64).reshape(n, 2)
+    params = {"out_hw": list(out_hw), "sigma_px": sigma_px, "sigma_rule": f"{DEFAULT_SIGMA_FRACTION} * long side"
+              if sigma_px is None else "fixed", "weight_by_duration": bool(weight_by_duration),
+              "min_duration_ms": float(min_duration_ms), "fit": fit, "on_empty": on_empty}
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"gaze-{_cache_key(fixations, sizes_np, params)}"
+        cached = _load_cached(path, device)
+        if cached is not None:
+            return cached
+    img, x, y, wt, counts = _pack(fixations, sizes_np, weight_by_duration, min_duration_ms)
+    maps = _render(img, x, y, wt, sizes_np, out_hw, sigma_px, fit, device, chunk)
+    valid, report = _normalise(maps, img, wt, counts, params, on_empty)
+    if path is not None:
+        _store_cached(path, maps, valid, report)
+    return GazeMaps(maps, valid, report)
+
+
+def _check_render_args(n: int, sizes: Sequence[tuple[int, int]], sigma_px: float | None, min_duration_ms: float,
+                       fit: str, on_empty: str, chunk: int) -> None:
+    """Raise ``ValueError`` naming the first argument of :func:`render_gaze_maps` that cannot be used."""
     if len(sizes) != n:
         raise ValueError(f"sizes has {len(sizes)} entries but fixations has {n}: pass one (height, width) per image")
     if on_empty not in ON_EMPTY:
@@ -257,27 +282,46 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     if fit not in FITS:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-    out_hw = (int(out_hw[0]), int(out_hw[1]))
-    sizes_np = np.asarray(sizes, dtype=np.int64).reshape(n, 2)
-    geo = np.array([fit_geometry(tuple(s), out_hw, fit) for s in sizes_np], dtype=np.float64).reshape(n, 4)
-    params = {"out_hw": list(out_hw), "sigma_px": sigma_px, "sigma_rule": f"{DEFAULT_SIGMA_FRACTION} * long side"
-              if sigma_px is None else "fixed", "weight_by_duration": bool(weight_by_duration),
-              "min_duration_ms": float(min_duration_ms), "fit": fit, "on_empty": on_empty}
-    device = torch.device(device) if device is not None else torch.device("cpu")
 
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"gaze-{_cache_key(fixations, sizes_np, params)}"
-        meta = path.with_suffix(".json")
-        if meta.is_file():  # written last, so its presence means the maps are complete
-            info = json.loads(meta.read_text())
-            # copy-on-write memory map: pages are read when used, and the cache file is never modified
-            maps = torch.from_numpy(np.load(path.with_suffix(".npy"), mmap_mode="c")).to(device)
-            return GazeMaps(maps, torch.tensor(info["valid"], dtype=torch.bool, device=device), GazeReport(**info["report"]))
 
-    sigma = np.full(n, float(sigma_px)) if sigma_px is not None else DEFAULT_SIGMA_FRACTION * sizes_np.max(axis=1)
-    img, x, y, wt, counts = _pack(fixations, sizes_np, weight_by_duration, min_duration_ms)
-    sy, sx = geo[img, 0] / sizes_np[img, 0], geo[img, 1] / sizes_np[img, 1]  # output px per original px
+def _load_cached(path: Path, device: torch.device) -> GazeMaps | None:
+    """The maps stored at ``path`` (``.npy`` + ``.json``) by an identical earlier call, or ``None``."""
+    meta = path.with_suffix(".json")
+    if not meta.is_file():  # written last, so its presence means the maps are complete
+        return None
+    try:
+        info = json.loads(meta.read_text())
+        # copy-on-write memory map: pages are read when used, and the cache file is never modified
+        maps = torch.from_numpy(np.load(path.with_suffix(".npy"), mmap_mode="c")).to(device)
+        valid = torch.tensor(info["valid"], dtype=torch.bool, device=device)
+        report = GazeReport(**info["report"])
+        if maps.ndim != 4 or maps.shape[0] != valid.shape[0] or maps.shape[0] != report.n_maps:
+            raise ValueError(f"{maps.shape[0]} maps for {valid.shape[0]} validity flags")
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+        warnings.warn(f"gaze cache {path.with_suffix('.npy')} is corrupt ({type(err).__name__}: {err}); "
+                      "it is rebuilt", stacklevel=3)
+        meta.unlink(missing_ok=True)
+        return None
+    return GazeMaps(maps, valid, report)
+
+
+def _store_cached(path: Path, maps: Tensor, valid: Tensor, report: GazeReport) -> None:
+    """Write the maps, then the ``.json`` that marks the entry complete (each by an atomic rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    np.save(tmp.with_suffix(".npy"), maps.cpu().numpy())
+    os.replace(tmp.with_suffix(".npy"), path.with_suffix(".npy"))
+    tmp.with_suffix(".json").write_text(json.dumps({"valid": valid.tolist(), "report": asdict(report)}))
+    os.replace(tmp.with_suffix(".json"), path.with_suffix(".json"))  # last: marks the entry complete
+
+
+def _render(img: np.ndarray, x: np.ndarray, y: np.ndarray, wt: np.ndarray, sizes: np.ndarray,
+            out_hw: tuple[int, int], sigma_px: float | None, fit: str, device: torch.device, chunk: int) -> Tensor:
+    """Unnormalised densities ``(N, 1, H, W)``: each fixation a separable Gaussian on the fitted output grid."""
+    n = sizes.shape[0]
+    geo = np.array([fit_geometry(tuple(s), out_hw, fit) for s in sizes], dtype=np.float64).reshape(n, 4)
+    sigma = np.full(n, float(sigma_px)) if sigma_px is not None else DEFAULT_SIGMA_FRACTION * sizes.max(axis=1)
+    sy, sx = geo[img, 0] / sizes[img, 0], geo[img, 1] / sizes[img, 1]  # output px per original px
     rx, px = _profiles((x + 0.5) * sx - geo[img, 3], sigma[img] * sx, out_hw[1], device)
     ry, py = _profiles((y + 0.5) * sy - geo[img, 2], sigma[img] * sy, out_hw[0], device)
     lens = np.bincount(img, minlength=n)
@@ -294,7 +338,14 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
         rows = _gather_profiles(py, ry, f, present) * w.unsqueeze(-1)
         maps.index_copy_(0, torch.as_tensor(ids, device=device),
                          torch.bmm(rows.transpose(1, 2), _gather_profiles(px, rx, f, present)).unsqueeze(1))
-    total = torch.as_tensor(np.bincount(img, weights=wt, minlength=n), dtype=torch.float32, device=device)
+    return maps
+
+
+def _normalise(maps: Tensor, img: np.ndarray, wt: np.ndarray, counts: dict[str, int], params: dict,
+               on_empty: str) -> tuple[Tensor, GazeReport]:
+    """Scale each map to unit mass in place and apply the empty-map policy; returns ``valid`` and the report."""
+    n, out_hw = maps.shape[0], tuple(maps.shape[-2:])
+    total = torch.as_tensor(np.bincount(img, weights=wt, minlength=n), dtype=torch.float32, device=maps.device)
     mass = maps.sum(dim=(1, 2, 3))
     has_fix = total > 0
     valid = has_fix & (mass > _MIN_VISIBLE * total)
@@ -307,16 +358,8 @@ def render_gaze_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, 
         if on_empty == "error":
             raise EmptyGazeError(f"{report.summary()}. First offending indices: {(empty + zero_mass)[:10]}. "
                                  f"Pass on_empty='skip' (NaN maps, valid=False) or 'uniform' to continue")
-        fill = float("nan") if on_empty == "skip" else 1.0 / (out_hw[0] * out_hw[1])
-        maps[~valid] = fill
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        np.save(tmp.with_suffix(".npy"), maps.cpu().numpy())
-        os.replace(tmp.with_suffix(".npy"), path.with_suffix(".npy"))
-        tmp.with_suffix(".json").write_text(json.dumps({"valid": valid.tolist(), "report": asdict(report)}))
-        os.replace(tmp.with_suffix(".json"), path.with_suffix(".json"))  # last: marks the entry complete
-    return GazeMaps(maps, valid, report)
+        maps[~valid] = float("nan") if on_empty == "skip" else 1.0 / (out_hw[0] * out_hw[1])
+    return valid, report
 
 
 def count_maps(fixations: Sequence[Fixations], sizes: Sequence[tuple[int, int]], out_hw: tuple[int, int], *,

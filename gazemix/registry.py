@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ M = TypeVar("M", bound=type[Mixer])
 
 @dataclass(frozen=True)
 class MixerInfo:
-    """One row of the mixer table."""
+    """One row of the mixer table: a mixer's capabilities with its default options."""
 
     name: str
     summary: str
@@ -24,6 +25,9 @@ class MixerInfo:
     needs: tuple[str, ...]
     content_independent: bool
     relabels_after_forward: bool
+    model_kind: str | None
+    reads_gaze: bool
+    modes: tuple[str, ...]
 
 
 def register_mixer(cls: M) -> M:
@@ -37,7 +41,8 @@ def register_mixer(cls: M) -> M:
 
 
 def _ensure_loaded() -> None:
-    import gazemix.mixers  # noqa: F401  (importing the package registers every mixer)
+    importlib.import_module("gazemix.mixers")  # importing the two packages registers every mixer
+    importlib.import_module("gazemix.learned")
 
 
 def mixer_class(name: str) -> type[Mixer]:
@@ -57,7 +62,11 @@ def create_mixer(name: str, **kwargs: Any) -> Mixer:
 
 
 def list_mixers() -> list[MixerInfo]:
-    """Every registered mixer with its one-line summary and paper reference, sorted by name."""
+    """Every registered mixer with its summary, paper and capabilities (with default options), sorted by name."""
     _ensure_loaded()
-    return [MixerInfo(c.name, c.summary, c.reference, tuple(c.needs), c.content_independent, c.relabels_after_forward)
-            for _, c in sorted(_REGISTRY.items())]
+    infos = []
+    for _, cls in sorted(_REGISTRY.items()):
+        m = cls(seed=0)
+        infos.append(MixerInfo(cls.name, cls.summary, cls.reference, tuple(m.needs), m.content_independent,
+                               m.relabels_after_forward, m.model_kind, m.reads_gaze, cls.modes))
+    return infos

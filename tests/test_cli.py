@@ -15,12 +15,18 @@ def test_help_lists_subcommands():
         assert cmd in text
 
 
-def test_mixers_table_lists_every_registered_mixer(capsys):
+def test_mixers_table_lists_every_registered_mixer(capsys, monkeypatch):
     from gazemix import list_mixers
+    monkeypatch.setenv("COLUMNS", "100")
     assert main(["mixers"]) == 0
     out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
     for info in list_mixers():
-        assert info.name in out and info.reference.split(",")[0] in out
+        assert info.name in out
+    assert main(["mixers", "--wide"]) == 0
+    wide = capsys.readouterr().out
+    for info in list_mixers():
+        assert info.name in wide and info.reference.split(",")[0] in wide
 
 
 def test_mix_writes_a_png_grid(tmp_path, capsys):
@@ -38,4 +44,4 @@ def test_mix_unknown_mixer_is_a_clear_error(tmp_path, capsys):
 
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "gazemix", "mixers", "--csv"], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[0] == "name,needs,summary,reference"
+    assert out.stdout.splitlines()[0] == "name,reads,modes,summary,reference"

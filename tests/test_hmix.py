@@ -157,3 +157,35 @@ def test_real_soft_labels_match_published_vectors(tmp_path):
     assert main(["humans", "import-hmix", str(HMIX), "--task", "softlabel", "--db", str(db)]) == 0
     assert main(["humans", "report", "--db", str(db), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "per_lambda.csv").read_text().startswith("lam,n,n_items,human_mean,human_median,gap_mean")
+
+
+def test_import_with_images_is_served_without_refuses(tmp_path, capsys):
+    from PIL import Image
+
+    from apps.judgment_app import check_servable
+    from gazemix.study import StudyInputError, get_study
+
+    root = _write(tmp_path, _row(mc=20, conf=100), _row(subject="s2", lam=0.5, mc=30, conf=20, trial=8))
+    stim = tmp_path / "stimuli"
+    stim.mkdir()
+    for key in ("mixed_0.25_Cat_1_Dog_2.png", "mixed_0.5_Cat_1_Dog_2.png"):
+        Image.fromarray(np.full((32, 32, 3), 40, np.uint8)).save(stim / key)
+    db = tmp_path / "h.sqlite"
+    import_hmix(root, db, name="plain")
+    with pytest.raises(StudyInputError, match="2 of 2 items have no picture .* --images"):
+        check_servable(db, get_study(db, "plain"))
+    assert main(["app", "--db", str(db), "--study", "plain"]) == 2
+    assert "imported without its stimuli" in capsys.readouterr().err
+    import_hmix(root, db, name="served", images=stim)
+    study = get_study(db, "served")
+    check_servable(db, study)
+    t = load_tables(db, "served")
+    for path in t.items["image_path"]:  # copied under salted names: the file name no longer tells lam
+        assert "mixed_" not in path
+        assert (tmp_path / path).read_bytes() == (stim / "mixed_0.5_Cat_1_Dog_2.png").read_bytes()
+    assert study.config["items_per_annotator"] == 2 and study.questions and study.consent
+    (stim / "mixed_0.5_Cat_1_Dog_2.png").unlink()
+    with pytest.raises(StudyInputError, match="lacks 1 of the 2 stimuli"):
+        import_hmix(root, db, name="partial", images=stim)
+    with pytest.raises(StudyInputError, match="already exists"):
+        import_hmix(root, db, name="served", images=stim)

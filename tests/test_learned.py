@@ -120,7 +120,7 @@ def test_scoring_passes_the_checkpoint_to_the_learned_mixer(backbone, tmp_path):
     from gazemix.scoring import build_mixers
 
     automix(backbone).save(tmp_path / "mixer.pt")
-    mixers, skipped = build_mixers("automix", num_classes=K, seed=0, has_images=True, available_context=("gaze",),
+    mixers, skipped = build_mixers("automix", num_classes=K, seed=0, has_images=True,
                                    mixer_opts={"automix": {"checkpoint": str(tmp_path / "mixer.pt")}})
     assert not skipped and mixers["automix"](*batch(), generator=gen()).mask.shape == (B, 1, S, S)
 

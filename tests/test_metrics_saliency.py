@@ -123,6 +123,19 @@ def test_hand_computed_small_maps():
     assert sim(p, u, minmax=True).item() == pytest.approx(0 + 1 / 6 + 1 / 4 + 1 / 4)
 
 
+def test_auc_borji_one_fixated_pixel_has_a_value_unless_the_mit_rule_is_asked():
+    delta = np.zeros((1, 40, 40))
+    delta[0, 12, 2] = 1.0
+    one, two = counts([(0, 2, 12)], 1), counts([(0, 2, 12), (0, 30, 30)], 1)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert auc_borji(delta, one, generator=g()).item() > 0.95
+    assert math.isnan(auc_borji(delta, one, min_fixated=2, generator=g()).item())  # MIT: NaN for <= 1 fixated pixel
+    assert auc_borji(delta, two, min_fixated=2, generator=g()).item() == auc_borji(delta, two, generator=g()).item()
+    assert math.isnan(auc_borji(delta, np.zeros((1, 40, 40)), generator=g()).item())  # no fixation: NaN either way
+    with pytest.raises(ValueError, match="min_fixated"):
+        auc_borji(delta, one, min_fixated=0)
+
+
 def test_auc_borji_seeded_and_sane():
     delta = np.zeros((1, 40, 40))
     delta[0, 12, 2] = 1.0

@@ -171,6 +171,28 @@ def test_cutmix_box_side_matches_torchvision_half_width():  # R6
             assert int(w * r) // 2 == int(0.5 * r * w)
 
 
+@pytest.mark.parametrize("edges, side", [("cutmix", 14), ("timm", 15)])
+def test_cutmix_box_edges_original_or_timm_1(edges, side, monkeypatch):
+    """An odd side of 15: ``[c - 7, c + 7)`` (original CutMix, timm < 1.0, torchvision) or ``[c - 7, c + 8)``."""
+    import numpy as np
+    from timm.data.mixup import rand_bbox
+
+    lam = 1 - (15.5 / 100) ** 2  # int(100 * sqrt(1 - lam)) = 15
+    values = iter([torch.tensor([50]), torch.tensor([40])])
+    monkeypatch.setattr(torch, "randint", lambda *a, **k: next(values))
+    box = cutmix_boxes((100, 100), torch.tensor([lam]), torch.Generator(), edges).tolist()[0]
+    assert box == [50 - 7, 40 - 7, 50 - 7 + side, 40 - 7 + side]
+    if edges == "timm":  # the installed timm's rand_bbox, centre fixed the same way
+        centre = iter([50, 40])
+        monkeypatch.setattr(np.random, "randint", lambda *a, **k: next(centre))
+        yl, yh, xl, xh = rand_bbox((100, 100), lam)
+        assert [yl, xl, yh, xh] == box
+    m = create_mixer("cutmix", num_classes=2, box_edges=edges, seed=0)
+    assert m.box_edges == edges and create_mixer("switch", num_classes=2, box_edges=edges).box_edges == edges
+    with pytest.raises(ValueError, match="box_edges"):
+        create_mixer("cutmix", box_edges="round")
+
+
 def test_cutmix_box_centres_reach_every_pixel():
     g = torch.Generator().manual_seed(0)
     boxes = cutmix_boxes((6, 6), torch.full((4000,), 0.9), g)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import cv2
@@ -295,6 +296,47 @@ def test_puzzlemix_transport_moves_salient_blocks_into_the_own_region() -> None:
     torch.testing.assert_close(r.images, r.mask * batch(2)[0] + (1 - r.mask) * batch(2)[0][r.index])
 
 
+def test_puzzlemix_graph_cut_fits_int32_on_a_16x16_grid() -> None:
+    """Concentrated saliency on 16 x 16 blocks: the official float path overflows int32 there; no warning here."""
+    import warnings
+
+    x, y = batch(4, h=32, w=32)
+    sal = torch.full((4, 1, 32, 32), 1e-4)
+    sal[:, :, 4:6, 4:6] = 1.0  # one block holds nearly all the saliency: unary about 1 (x 256000 x 1e5 > 2^31)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = create_mixer("puzzlemix", num_classes=K, seed=0, block_choices=(16,), saliency_source="context")(
+            x, y, saliency=sal)
+    assert r.params["grid"] == 16 and set(r.params["block_mask"].unique().tolist()) <= {0.0, 0.5, 1.0}
+    torch.testing.assert_close(r.lam, r.params["block_mask"].flatten(1).mean(1))
+
+
+@pytest.mark.parametrize("n_labels", [2, 3, 4])
+def test_puzzlemix_graph_cut_equals_the_official_inputs_where_they_fit(n_labels: int) -> None:
+    """Where the official energies fit int32, the int32 energies (official / 1000) give the same cut."""
+    import numpy as np
+    gco = pytest.importorskip("gco")
+    from gazemix.mixers.puzzlemix import graphcut_mask
+
+    rng = np.random.default_rng(n_labels)
+    n, lam, beta, eta = 8, 0.4, 1.2 / 8 / 16, 0.2
+    u_own, u_partner = rng.dirichlet(np.ones(n * n), 2).reshape(2, n, n)
+    pw_x, pw_y = 0.01 * rng.random((n - 1, n)), 0.01 * rng.random((n, n - 1))
+    got = graphcut_mask(u_partner, u_own, pw_x, pw_y, lam, beta, eta, n_labels)
+    # the official inputs: int32 (x 1000 n^2) unaries and edge weights, float32 label costs (gco's float mode)
+    large = 1000 * n ** 2
+    k = np.arange(n_labels)
+    prior = np.array([-np.log(math.comb(n_labels - 1, int(i)) * lam ** (n_labels - 1 - i) * (1 - lam) ** i + 1e-8)
+                      for i in k]) * eta / n ** 2
+    unary = np.stack([(1 - s) * u_partner + s * u_own + prior[i] for i, s in enumerate(np.linspace(0, 1, n_labels))],
+                     axis=-1)
+    labels = gco.cut_grid_graph((large * unary).astype(np.int32),
+                                ((k[:, None] - k[None, :]) ** 2 / (n_labels - 1) ** 2).astype(np.float32),
+                                (large * (pw_x + beta)).astype(np.int32), (large * (pw_y + beta)).astype(np.int32),
+                                algorithm="swap")
+    np.testing.assert_array_equal(got, 1.0 - np.asarray(labels).reshape(n, n) / (n_labels - 1))
+
+
 def test_block_transport_warp_keeps_mass_and_moves_gaze() -> None:
     from gazemix.warps import BlockTransportWarp
     g = torch.zeros(1, 1, 9, 9)
@@ -373,6 +415,25 @@ def test_comixup_official_mixed_blocks_are_half_half() -> None:
     torch.testing.assert_close(r.targets.sum(1), torch.ones(b))
     for src in r.sources:  # each source's label weight is its input's share of the blocks
         torch.testing.assert_close(src.weight, shares.flatten(1, 2).mean(1)[torch.arange(b), src.index])
+
+
+def test_comixup_official_parse_of_the_diversity_threshold() -> None:
+    """``(A @ p > thres).float() * A @ p`` is ``((mask * A) @ p)`` in Python, not ``mask * (A @ p)``."""
+    from gazemix.mixers.comixup import modular_penalty
+
+    a = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]], dtype=torch.float64)
+    p = torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64)
+    mask = (a @ p > 2.0).double()  # A p = (3.5, 2.5, 0.2): inputs 0 and 1 pass
+    official = (a @ p > 2.0).double() * a @ p  # the official expression, evaluated as Python parses it
+    torch.testing.assert_close(modular_penalty(a, p, 2.0, official_parse=True), official)
+    torch.testing.assert_close(official, (mask * a) @ p)
+    torch.testing.assert_close(modular_penalty(a, p, 2.0), mask * (a @ p))
+    assert not torch.allclose(modular_penalty(a, p, 2.0), official)  # (3.5, 2.5, 0) vs (3.5, 2.5, 0.2)
+    b = 6
+    x, y = batch(b)
+    r = create_mixer("comixup", num_classes=K, seed=0, saliency_source="context", official_parse=True)(
+        x, y, saliency=block_saliency(b))
+    torch.testing.assert_close(r.params["block_shares"].sum(-1), torch.ones(b, 4, 4))
 
 
 def test_saliency_grafting_grafts_only_salient_patches_with_calibrated_labels() -> None:

@@ -538,3 +538,32 @@ def test_every_model_mixer_runs_from_one_scoring_context():
     tm = create_mixer("transmix", num_classes=4, seed=0, switch_prob=1.0)
     r = tm(x, y, **ctx)
     assert tm.relabel(r, **provide(r.images, y)).params["relabelled"]
+
+
+def test_official_ratio_mode_sums_windows_in_float32_as_the_released_code():
+    """Window sums that tie in float32 but not in float64 pick the first window in the official mode."""
+    maps = torch.zeros(1, 2, 3)
+    maps[0, :, 1] = 2.0 ** 24  # every 2 x 2 window holds 2 x 2^24 ...
+    maps[0, 0, 2] = 1.0  # ... and the right one also a 1, which float32 loses (2^25 + 1 rounds to 2^25)
+    _, hi64 = window_extrema(maps, 2)
+    _, hi32 = window_extrema(maps, 2, float32_sums=True)
+    assert hi64.tolist() == [[0, 1]] and hi32.tolist() == [[0, 0]]
+    sums = torch.nn.functional.unfold(maps.unsqueeze(1), 2, stride=1).sum(dim=1)  # the released code's window sums
+    assert int(sums.argmax(dim=1)) == 0
+
+
+def test_official_ratio_mode_ratio_uses_the_released_float32_sums():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(4, 4, 4, generator=g) ** 4
+    own_sq = torch.zeros(4, 4, 4, dtype=torch.bool)
+    own_sq[:, :2, :2] = True
+    src_sq = torch.zeros(4, 4, 4, dtype=torch.bool)
+    src_sq[:, 1:3, 2:] = True
+    index = torch.tensor([3, 2, 1, 0])
+    got = attention_ratio(maps, index, own_sq, src_sq, torch.full((4,), 0.75), "official")
+    flat = maps.reshape(4, -1)  # the released code: own map, partner's square coordinates, batch sums in float32
+    target, source = torch.sum(flat[(~own_sq).reshape(4, -1)]), torch.sum(flat[src_sq.reshape(4, -1)])
+    assert torch.equal(got, (target / (target + source)).expand(4))
+    m = create_mixer("tdattenmix", num_classes=4, ratio_mode="official", switch_prob=1.0, patch_size=8, seed=0)
+    r = m(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]), topdown=maps)
+    assert torch.equal(r.params["lam_attn"], r.params["lam_attn"][:1].expand(4))  # one ratio per batch

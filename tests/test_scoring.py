@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from gazemix import create_mixer
 from gazemix.metrics.consistency import (bootstrap_interval, disagreement, gaze_weight, ghost_label,
                                          label_gaze_gap, pasted_region_shares, source_shares_gap)
-from gazemix.scoring import ScoringData, build_mixers, draw_pairs, score_mixers, summarise
+from gazemix.scoring import ModelContext, ScoringData, build_mixers, draw_pairs, score_mixers, summarise
 from tests.conftest import SHARED, needs_shared
 
 
@@ -97,8 +98,7 @@ def test_pairs_are_shared_reproducible_and_cross_class():
     data = _data()
     own, partner = draw_pairs(data, 50, seed=3)
     assert bool((own != partner).all()) and bool((data.labels[own] != data.labels[partner]).all())
-    mixers, _ = build_mixers("mixup,cutmix,fmix,resizemix", num_classes=4, seed=0, has_images=True,
-                             available_context=("gaze", "index"))
+    mixers, _ = build_mixers("mixup,cutmix,fmix,resizemix", num_classes=4, seed=0, has_images=True)
     run1 = score_mixers(mixers, data, pairs=40, seed=3, batch_size=16, progress=False)
     run2 = score_mixers(mixers, data, pairs=40, seed=3, batch_size=16, progress=False)
     pd.testing.assert_frame_equal(run1.samples, run2.samples)
@@ -113,7 +113,7 @@ def test_pairs_are_shared_reproducible_and_cross_class():
 def test_summary_columns_and_undefined_counts():
     data = _data()
     data.gaze[:2] = 0  # two images without gaze mass: pairs of the two are undefined, the rest defined
-    mixers, _ = build_mixers("cutmix", num_classes=4, seed=0, has_images=True, available_context=("gaze", "index"))
+    mixers, _ = build_mixers("cutmix", num_classes=4, seed=0, has_images=True)
     run = score_mixers(mixers, data, pairs=60, seed=0, batch_size=32, progress=False)
     summary = summarise(run.samples)
     for col in ("mixer", "n", "gap_mean", "gap_mean_lo", "gap_mean_hi", "gap_median", "gap_p90",
@@ -126,7 +126,7 @@ def test_summary_columns_and_undefined_counts():
 
 def test_mixers_that_cannot_run_are_reported_not_fatal():
     data = ScoringData(gaze=random_gaze(6), ids=[str(i) for i in range(6)])
-    mixers, skipped = build_mixers("all", num_classes=None, seed=0, has_images=False, available_context=("gaze", "index"))
+    mixers, skipped = build_mixers("all", num_classes=None, seed=0, has_images=False)
     assert "mixup" in mixers and skipped  # pixel/model mixers are skipped with a reason
     assert all(isinstance(v, str) and v for v in skipped.values())
     run = score_mixers({"mixup": mixers["mixup"], "cutmix": mixers["cutmix"]}, data, pairs=10, batch_size=4, progress=False)
@@ -148,7 +148,7 @@ def test_score_cli_on_the_demo_set(tmp_path, capsys):
                "--img-size", "64", "--out", str(tmp_path), "--quiet", "--worst", "2"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "cutmix" in out and "gap mean" in out
+    assert "cutmix" in out and "gap [95% CI]" in out and "ceiling" in out
     scores = pd.read_csv(tmp_path / "scores.csv")
     assert set(scores["mixer"]) == {"mixup", "cutmix", "resizemix", "splicemix"}
     assert scores["gap_mean"].is_monotonic_increasing
@@ -171,14 +171,21 @@ def test_score_cli_errors(tmp_path, capsys):
 def test_score_cli_on_real_cub_gha_fixations(tmp_path, capsys):
     from gazemix.cli import main
     from gazemix.registry import list_mixers
-    rc = main(["score", "--data", "cub-gha", "--fixations", str(SHARED / "data" / "cub_gha" / "Fixation_run1.txt"),
-               "--pairs", "200", "--img-size", "64", "--out", str(tmp_path), "--quiet", "--cache", str(tmp_path / "cache")])
+    out = tmp_path / "run"
+    rc = main(["score", "--data", "cub-gha", "--fixations", str(SHARED / "data" / "cub_gha"),
+               "--pairs", "200", "--img-size", "64", "--out", str(out), "--quiet", "--cache", str(tmp_path / "cache")])
     assert rc == 0
-    scores = pd.read_csv(tmp_path / "scores.csv")
-    # every content-independent mixer, plus those driven by gaze alone (GazeMix)
-    runnable = {m.name for m in list_mixers() if m.content_independent or set(m.needs) == {"gaze"}}
-    assert set(scores["mixer"]) == runnable
+    scores = pd.read_csv(out / "scores.csv")
+    # every mixer whose mix reads no pixels and no model: the content-independent ones (GazeMix among them)
+    runnable = {m.name for m in list_mixers() if m.content_independent and m.model_kind is None}
+    assert set(scores["mixer"]) == runnable and "bc_plus" not in runnable
     assert (scores["n"] > 0).all()
+    assert scores["ceiling_mean"].notna().all() and (scores.loc[scores["mixer"] == "cutmix", "ceiling_mean"] > 0).all()
+    config = json.loads((out / "config.json").read_text())
+    split = config["split"]
+    assert split["method"] == "half" and split["images_split"] > 10_000
+    summary = (out / "summary.md").read_text()
+    assert "observers split in halves per image" in summary and "guide" in summary
 
 
 def test_every_pair_mixer_honours_the_shared_pairs():
@@ -188,9 +195,9 @@ def test_every_pair_mixer_honours_the_shared_pairs():
     torch.manual_seed(0)
     data = _data(n=12, hw=(64, 64))
     model = build_model("deit_tiny_patch16_224", 4, 64).eval()
-    mixers, skipped = build_mixers("all", num_classes=4, seed=0, has_images=True,
-                                   available_context=("gaze", "index", "model", "attention", "logits"))
-    run = score_mixers(mixers, data, pairs=8, seed=0, batch_size=4, context_provider=model_context(model), progress=False)
+    models = {"vit": ModelContext("vit", model_context(model), ("model", "attention", "logits"))}
+    mixers, skipped = build_mixers("all", num_classes=4, seed=0, has_images=True, models=models)
+    run = score_mixers(mixers, data, pairs=8, seed=0, batch_size=4, models=models, progress=False)
     pair_rows = run.samples[run.samples["n_sources"] == 2]
     assert len(set(pair_rows["mixer"])) >= 15, run.skipped
     not_shared = sorted(set(pair_rows.loc[~pair_rows["shared_pair"], "mixer"]))

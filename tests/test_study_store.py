@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from gazemix.cli import main
-from gazemix.study import (Answer, ItemRecord, StudyInputError, add_items, create_study, get_study, init_db,
-                           next_assignment, progress, start_annotator, submit_answer)
+from gazemix.study import (Answer, ItemRecord, StudyInputError, add_items, check_comprehension, create_study,
+                           get_study, init_db, next_assignment, progress, record_consent, start_annotator,
+                           submit_answer)
 from gazemix.study.analysis import agreement, krippendorff_alpha_interval, load_tables, per_mixer, write_report
 from gazemix.study.build import build_study
 
@@ -33,7 +34,7 @@ def _answer_all(db, study, ann, weight=None):
     """Answer every assignment; ``weight(item)`` gives the weight of image 1 to report."""
     while (asg := next_assignment(db, ann)) is not None:
         w = weight(asg.item) if weight else asg.item["lam"]
-        slider = (1 - w) * 100 if asg.left_is_image1 else w * 100
+        slider = round((1 - w) * 100 if asg.left_is_image1 else w * 100)
         submit_answer(db, study, ann, asg.position, asg.item["id"], Answer(slider=slider, slider_touched=True,
                                                                            confidence=80))
 
@@ -109,7 +110,7 @@ def test_untouched_confidence_is_flagged_not_rejected(tmp_path):
 def test_hostile_ids_and_foreign_items(tmp_path):
     db, study = _study(tmp_path)
     for bad, match in (("x'; DROP TABLE responses; --", "may only contain"), ("a" * 5000, "at most 64"),
-                       ("", "may only contain"), (None, "must be text")):
+                       ("", "enter your participant id"), (None, "must be text"), ("=HYPERLINK(1)", "may only")):
         with pytest.raises(StudyInputError, match=match):
             start_annotator(db, study, bad)
     a, b = start_annotator(db, study, "ann_a"), start_annotator(db, study, "ann_b")
@@ -134,9 +135,9 @@ def test_softlabel_and_click_validation(tmp_path):
     ann = start_annotator(db, study, "f")
     asg = next_assignment(db, ann)
     sub = lambda a: submit_answer(db, study, ann, asg.position, asg.item["id"], a)
-    with pytest.raises(StudyInputError, match="choice1 .* must be one of"):
+    with pytest.raises(StudyInputError, match="most likely class must be one of"):
         sub(Answer(choice1="zebra", prob1=60))
-    with pytest.raises(StudyInputError, match="must not exceed prob1"):
+    with pytest.raises(StudyInputError, match="must not exceed the first"):
         sub(Answer(choice1="cat", prob1=30, choice2="dog", prob2=40))
     with pytest.raises(StudyInputError, match="must differ"):
         sub(Answer(choice1="cat", prob1=50, choice2="cat", prob2=40))
@@ -148,12 +149,15 @@ def test_softlabel_and_click_validation(tmp_path):
     ann = start_annotator(db, study, "g")
     asg = next_assignment(db, ann)
     sub = lambda a: submit_answer(db, study, ann, asg.position, asg.item["id"], a)
-    for clicks, match in (([], "1..20 times"), ([[20, 3]], r"clicks\[0\].x must be in \[0, 19\]"),
-                          ([[3, -1]], r"clicks\[0\].y"), ([[1, 2, 3]], "pair"), ([[1, 1]] * 21, "1..20")):
+    for clicks, match in (([], "at least once"), ([[19.6, 3]], r"clicks\[0\] at \(19.6, 3\) lies outside the 20 x 10"),
+                          ([[3, -0.6]], r"clicks\[0\] at"), ([[1, 2, 3]], "pair"), ([[1, 1]] * 21, "at most 20"),
+                          ([[True, 1]], "must be a number"), ([["1", 1]], "must be a number"), ("1,2", "list"),
+                          ([[float("nan"), 1]], "must be in")):
         with pytest.raises(StudyInputError, match=match):
             sub(Answer(clicks=clicks))
-    sub(Answer(clicks=[[19, 9], [0.5, 0]]))
-    assert json.loads(sqlite3.connect(db).execute("SELECT clicks FROM responses").fetchone()[0]) == [[19, 9], [0.5, 0]]
+    sub(Answer(clicks=[[19.5, 9.5], [-0.5, 0]]))  # the outer edges of the picture are on it
+    assert json.loads(sqlite3.connect(db).execute("SELECT clicks FROM responses").fetchone()[0]) == \
+        [[19.5, 9.5], [-0.5, 0]]
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
@@ -168,7 +172,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
                 rows = con.execute("SELECT position, item_id FROM assignments WHERE annotator_id = ?", (ann,)).fetchall()
                 con.close()
                 for pos, item in rows:
-                    submit_answer(db, study, ann, pos, item, Answer(slider=(pos * 7) % 100 + 0.5, confidence=40))
+                    submit_answer(db, study, ann, pos, item, Answer(slider=(pos * 7) % 100 + 1, slider_touched=True,
+                                                                    confidence=40))
         except Exception as err:  # noqa: BLE001 - surfaced below
             errors.append(err)
 
@@ -219,7 +224,7 @@ def test_analysis_gaps_agreement_and_checks(tmp_path):
 
 def test_build_study_provenance_and_cli(tmp_path, capsys):
     study = build_study(tmp_path / "b.sqlite", data="samples", mixers=["mixup", "cutmix"], n=5, size=32, pool=8,
-                        checks=2, seed=1)
+                        checks=2, practice=1, seed=1)
     t = load_tables(tmp_path / "b.sqlite")
     reg = t.items[t.items["is_check"] == 0]
     assert len(reg) == 5 and sorted(reg["mixer"].unique()) == ["cutmix", "mixup"]
@@ -231,23 +236,31 @@ def test_build_study_provenance_and_cli(tmp_path, capsys):
     checks = t.items[t.items["is_check"] == 1]
     assert len(checks) == 2 and set(checks["lam"]) <= {0.0, 1.0}
     assert get_study(tmp_path / "b.sqlite").name == study.name
-    with pytest.raises(StudyInputError, match="needs model="):
-        build_study(tmp_path / "x.sqlite", data="samples", mixers=["tdattenmix"], n=2, size=32, pool=4)
+    assert study.config["items_per_annotator"] == 5 and study.config["minutes"] >= 4
     assert main(["study", "build", "--data", "samples", "--mixers", "mixup", "--n", "3", "--size", "32", "--pool", "6",
                  "--checks", "1", "--db", str(tmp_path / "c.sqlite")]) == 0
     assert main(["humans", "export", "--db", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "e")]) == 0
-    assert (tmp_path / "e" / "responses.csv").is_file()
+    assert {p.name for p in (tmp_path / "e").iterdir()} == {"items.csv", "annotators.csv", "responses.csv",
+                                                            "events.csv", ".gazemix-output"}
     assert main(["humans", "report", "--db", str(tmp_path / "nope.sqlite"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_demo_click_study_clicks_vs_gaze(tmp_path):
+def _enrol(db, study, name):
+    ann = start_annotator(db, study, name)
+    record_consent(db, study, ann, True)
+    assert check_comprehension(db, study, ann, [q["answer"] for q in study.questions]) == []
+    return ann
+
+
+def test_demo_click_study_clicks_vs_gaze(tmp_path, capsys):
     db = tmp_path / "d.sqlite"
-    build_study(db, data="demo", mixers=["mixup", "cutmix"], n=4, size=32, pool=8, checks=1, mode="click", repeats=0)
+    build_study(db, data="demo", mixers=["mixup", "cutmix"], n=4, size=32, pool=8, checks=1, practice=0, mode="click",
+                repeats=0)
     t = load_tables(db)
     assert t.items.loc[t.items["is_check"] == 0, "gaze_lam"].between(0, 1).all()
     study = get_study(db)
-    ann = start_annotator(db, study, "clicker")
+    ann = _enrol(db, study, "clicker")
     while (asg := next_assignment(db, ann)) is not None:
         if asg.item["gaze_path"]:  # click at the gaze map's peak
             g = np.load(tmp_path / asg.item["gaze_path"])
@@ -260,3 +273,14 @@ def test_demo_click_study_clicks_vs_gaze(tmp_path):
     assert s["attention_checks"]["pass_rate"] == 1.0
     cg = s["click_vs_gaze"]
     assert cg["n_items"] == 4 and cg["nss_mean"] > 1.0 and cg["auc_judd_mean"] > 0.9  # clicks on the gaze peaks
+    t = load_tables(db)
+    for _, r in t.responses[t.responses["is_check"] == 0].iterrows():  # human weight: share of image 1 at the click
+        share = np.load(tmp_path / r["share_path"]).astype(np.float64)
+        (x, y), = json.loads(r["clicks"])
+        assert r["weight1"] == pytest.approx(share[int(round(y)), int(round(x))])
+    pm = {m["mixer"]: m for m in s["per_mixer"]}
+    assert pm["mixup"]["human_mean"] == pytest.approx(pm["mixup"]["label_mean"], abs=1e-3)  # a blend: share == lam
+    assert pm["cutmix"]["nss_mean"] is not None and pm["cutmix"]["auc_judd_mean"] is not None
+    assert main(["humans", "report", "--db", str(db), "--out", str(tmp_path / "rep2")]) == 0
+    out = capsys.readouterr().out
+    assert "NSS" in out and "AUC" in out and "cutmix" in out and "human" in out

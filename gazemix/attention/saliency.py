@@ -156,7 +156,19 @@ def check_saliency_source(source: str, allowed: tuple[str, ...] = SALIENCY_SOURC
 
 def needs_for_source(source: str) -> tuple[str, ...]:
     """The call-context keys a mixer needs for a saliency source."""
-    return {"gradient": ("model",), "context": ("saliency",), "gaze": ("gaze",)}.get(source, ())
+    return {"gradient": ("model",), "features": ("model",), "cam": ("model",), "grad_cam": ("model",),
+            "context": ("saliency",), "gaze": ("gaze",)}.get(source, ())
+
+
+def source_capabilities(source: str) -> tuple[tuple[str, ...], bool, str | None]:
+    """``(needs, content_independent, model_kind)`` of a mixer whose only content input is saliency ``source``.
+
+    ``"context"`` and ``"gaze"`` maps come with the call, so the mix never reads pixels; every other source is
+    computed from the pixels (bottom-up backends) or from a model's forward on them (``"gradient"``: any
+    differentiable model; ``"features"``, ``"cam"``, ``"grad_cam"``: a CNN's last feature map).
+    """
+    kind = {"gradient": "any", "features": "cnn", "cam": "cnn", "grad_cam": "cnn"}.get(source)
+    return needs_for_source(source), source in ("context", "gaze"), kind
 
 
 def saliency_for_mixer(source: str, images: Tensor, targets: Tensor, context: dict, mixer: str) -> Tensor:

@@ -1,9 +1,9 @@
 """Top-down (label-conditioned) attention: TdAttenMix's Top-down Attention Guided Module, and gaze in its place.
 
-Wang, Gu, Lu, "TdAttenMix: Top-Down Attention Guided Mixup", AAAI 2025 (arXiv 2501.15409). The paper text
-beyond the abstract was not available to us; this follows the official code (``morning12138/AAAI2025_TdAttenMix``,
-``absvit_control.py``), which builds the module on AbSViT (Shi, Darrell, Wang, "Top-Down Visual Attention from
-Analysis by Synthesis", CVPR 2023):
+Wang, Gu, Lu, "TdAttenMix: Top-Down Attention Guided Mixup", AAAI 2025 (arXiv 2501.15409). This follows the
+official code (``morning12138/AAAI2025_TdAttenMix``, ``absvit_control.py``; docs/methods/tdattenmix.md), which
+builds the module on AbSViT (Shi, Darrell, Wang, "Top-Down Visual Attention from Analysis by Synthesis",
+CVPR 2023):
 
 1. bottom-up pass: ``Z0`` = final (LayerNorm-ed) tokens of a ViT;
 2. gate each token by ``m = clamp(cos(Z0_t, w_y), 0, 1)``, ``w_y`` the classifier row of the label ``y``;
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from gazemix.attention.vit import grid_mass, num_prefix_tokens, vit_blocks
 from gazemix.contract import MixerInputError, check_range
+from gazemix.models import eval_no_grad
 
 __all__ = ["TopDownViT", "blend_maps", "class_similarity_map", "gaze_topdown", "threshold_map", "topdown_attention"]
 
@@ -211,13 +212,8 @@ def class_similarity_map(model: nn.Module, images: Tensor, labels: Tensor, *, th
         raise ValueError(f"{type(model).__name__} needs `forward_features` and a linear classifier head (a timm ViT), "
                          "or pass class_weights=")
     prefix = num_prefix_tokens(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            tokens = model.forward_features(images)
-    finally:
-        model.train(was_training)
+    with eval_no_grad(model):
+        tokens = model.forward_features(images)
     if tokens.ndim != 3:
         raise ValueError(f"{type(model).__name__}.forward_features returned {tuple(tokens.shape)}, not (B, tokens, D)")
     s = _similarity(tokens[:, prefix:].float(), _class_vectors(weight.float(), labels.to(images.device)))

@@ -25,9 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from gazemix.contract import MixerInputError
+from gazemix.models import eval_no_grad
 
 __all__ = ["AttentionCaptureError", "AttentionHook", "as_patch_grid", "class_token_attention", "num_prefix_tokens",
-           "grid_mass", "model_context", "patch_attention", "token_edges", "vit_blocks"]
+           "grid_mass", "model_context", "patch_attention", "token_edges", "token_grid", "vit_blocks"]
 
 
 class AttentionCaptureError(ValueError):
@@ -49,6 +50,16 @@ def num_prefix_tokens(model: nn.Module) -> int:
     if n is None:
         raise AttentionCaptureError(f"{type(model).__name__} has no `num_prefix_tokens`: pass a timm VisionTransformer")
     return int(n)
+
+
+def token_grid(model: nn.Module, n: int, hw: tuple[int, int]) -> tuple[int, int]:
+    """The ``(h, w)`` grid of ``n`` patch tokens: the model's own ``patch_embed.grid_size`` when it holds ``n``
+    tokens, else the grid whose aspect matches the image ``hw`` (as :func:`as_patch_grid` lays a flat vector)."""
+    grid = tuple(int(g) for g in getattr(getattr(model, "patch_embed", None), "grid_size", (0, 0)))
+    if grid[0] * grid[1] == n:
+        return grid
+    gh = max(1, round(math.sqrt(n * hw[0] / hw[1])))
+    return gh, n // gh
 
 
 def as_patch_grid(attention: Tensor, hw: tuple[int, int], name: str = "attention") -> Tensor:
@@ -186,13 +197,8 @@ def model_context(model: nn.Module) -> Callable[[Tensor, Tensor], dict[str, Tens
     no-grad forward; ``model`` lets SMMix run its own patch-attention forward and TdAttenMix read the model out.
     """
     def provide(images: Tensor, targets: Tensor) -> dict[str, Tensor | nn.Module]:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                logits, attention = class_token_attention(model, images)
-        finally:
-            model.train(was_training)
+        with eval_no_grad(model):
+            logits, attention = class_token_attention(model, images)
         return {"model": model, "attention": attention, "logits": logits}
     return provide
 
@@ -203,13 +209,8 @@ def patch_attention(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
     Returns ``(logits, patch_attention (B, h, w))``; the logits serve as the teacher of SMMix/TdAttenMix's
     consistency loss.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), AttentionHook(model) as hook:
-            logits = model(images)
-    finally:
-        model.train(was_training)
+    with eval_no_grad(model), AttentionHook(model) as hook:
+        logits = model(images)
     return logits, hook.patch_attention()
 
 

@@ -46,3 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gazemix {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `gazemix mixers | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0

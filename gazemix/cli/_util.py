@@ -1,4 +1,5 @@
-"""Small helpers shared by the sub-commands: tables, devices and output folders."""
+"""Small helpers shared by the sub-commands: tables and output folders (and :func:`gazemix.device.resolve_device`,
+which the sub-commands take from here)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import torch
+
+__all__ = ["log", "prepare_out", "resolve_device", "tabulate"]
 
 
 def tabulate(rows: Iterable[Sequence[object]], headers: Sequence[str]) -> str:
@@ -18,14 +20,11 @@ def tabulate(rows: Iterable[Sequence[object]], headers: Sequence[str]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; an unavailable CUDA request is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA device is available (use --device cpu)")
-    return device
+def resolve_device(name: str):
+    """:func:`gazemix.device.resolve_device`, imported on use (it needs PyTorch)."""
+    from gazemix.device import resolve_device as resolve
+
+    return resolve(name)
 
 
 def prepare_out(path: str | os.PathLike) -> Path:

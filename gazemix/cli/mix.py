@@ -12,8 +12,6 @@ import math
 
 
 from gazemix.cli._util import log, prepare_out
-from gazemix.registry import create_mixer, mixer_class
-from gazemix.sample_images import sample_batch
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from gazemix.registry import create_mixer, mixer_class
+    from gazemix.sample_images import sample_batch
 
     cls = mixer_class(args.mixer)
     if not cls.content_independent:

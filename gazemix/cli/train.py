@@ -21,6 +21,8 @@ import ast
 import json
 from pathlib import Path
 
+from gazemix.cli import CliError
+from gazemix.contract import MixerInputError
 from gazemix.training import TrainConfig, train
 
 DEFAULTS = TrainConfig()
@@ -67,7 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-grad", type=float, help="max gradient norm (default: off, as DeiT)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bfloat16 autocast on CUDA")
     p.add_argument("--no-square-losses", dest="square_losses", action="store_false",
-                   help="drop SMMix/TdAttenMix's consistency and fine-grained losses (official: on)")
+                   help="drop the mixer's auxiliary losses (SMMix/TdAttenMix consistency and fine-grained, "
+                        "SpliceMix-CL consistency; official: on)")
     p.add_argument("--crop-scale", type=float, nargs=2, default=DEFAULTS.crop_scale, metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (default 0.08 1; TdAttenMix's CUB recipe: 0.5 1)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="data-loader processes")
@@ -96,7 +99,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train(config_from_args(args))
+    try:
+        result = train(config_from_args(args))
+    except MixerInputError as err:  # the library names mixer options as keywords
+        raise CliError(f"{err} (on the command line a mixer option is --mixer-opt KEY=VALUE)") from err
     if result.get("rank", 0) == 0:
         print(json.dumps(result))
     return 0

@@ -1,11 +1,11 @@
-"""What the two learned mixers share: the ``LearnedMixer`` training hooks and their ``mixer.pt`` checkpoints.
+"""What the learned mixers share: the :class:`LearnedMixer` methods a trainer drives, and ``mixer.pt`` checkpoints.
 
-A learned mixer is a :class:`~gazemix.contract.Mixer` with weights. ``gazemix train`` drives it through four
-hooks (all no-ops for rule-based mixers, which do not subclass this): :meth:`LearnedMixer.setup_training`
-before the first epoch (AutoMix builds its momentum encoder; TransformMix runs its search phase),
-:meth:`LearnedMixer.extra_losses` inside every training step (added to the classification loss before the one
-backward), :meth:`LearnedMixer.after_step` after the optimiser step (the mixer's own update), and
-:meth:`LearnedMixer.save` at the end of every epoch (``<out>/mixer.pt``). A saved file is reloaded with the
+A learned mixer is a :class:`~gazemix.contract.Mixer` with weights. A trainer drives it through its training hooks
+(:class:`LearnedMixerHooks`, from :meth:`LearnedMixer.training_hooks`), which call four methods:
+:meth:`LearnedMixer.setup_training` before the first epoch (AutoMix builds its momentum encoder; TransformMix runs
+its search phase), :meth:`LearnedMixer.extra_losses` inside every training step (added to the classification loss
+before the one backward), :meth:`LearnedMixer.after_step` after the optimiser step (the mixer's own update), and
+:meth:`LearnedMixer.save` at the end of every epoch (``<run folder>/mixer.pt``). A saved file is reloaded with the
 mixer option ``checkpoint=PATH``; it holds the mixer's module weights and the network it reads features or
 saliency from (architecture and weights), so scoring needs no other file.
 """
@@ -20,12 +20,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from gazemix.contract import Mixer, MixerInputError, MixResult
+from gazemix.contract import ForwardOutputs, ForwardRequest, Mixer, MixerInputError, MixResult, TrainingHooks
+from gazemix.models import build_model, frozen_copy
 
-__all__ = ["LearnedMixer", "MixerCheckpointError", "build_network", "load_mixer_checkpoint", "network_spec",
-           "average_gradients", "frozen_copy"]
+__all__ = ["LearnedMixer", "LearnedMixerHooks", "MixerCheckpointError", "STATE_FILE", "average_gradients",
+           "build_network", "load_mixer_checkpoint", "network_spec"]
 
 FORMAT = 1
+STATE_FILE = "mixer.pt"
+"""The name of a learned mixer's checkpoint in a training run's folder."""
 
 
 class MixerCheckpointError(MixerInputError):
@@ -33,9 +36,12 @@ class MixerCheckpointError(MixerInputError):
 
 
 class LearnedMixer(Mixer):
-    """A mixer with trainable weights, trained by ``gazemix train`` through the hooks below."""
+    """A mixer with trainable weights, trained with the model through :class:`LearnedMixerHooks`."""
 
     content_independent = False
+
+    def training_hooks(self, *, auxiliary_losses: bool = True) -> TrainingHooks:
+        return LearnedMixerHooks(self)
 
     def setup_training(self, backbone: nn.Module, *, loader: Iterable, augment: Callable, total_steps: int,
                        device: torch.device, max_steps: int | None = None, quiet: bool = True,
@@ -77,19 +83,48 @@ class LearnedMixer(Mixer):
         os.replace(tmp, path)
 
 
+class LearnedMixerHooks(TrainingHooks):
+    """A learned mixer's part in training: its setup, its own losses (in the trainer's mixed precision), its update
+    after each optimiser step, and its ``mixer.pt`` in the run folder (read back on resume)."""
+
+    def __init__(self, mixer: LearnedMixer) -> None:
+        self.mixer = mixer
+
+    def setup(self, model: nn.Module, *, loader: Iterable, augment: Callable, total_steps: int,
+              device: torch.device, max_steps: int | None = None, quiet: bool = True,
+              state_dir: str | os.PathLike | None = None, resume: bool = False, start_step: int = 0) -> None:
+        saved = Path(state_dir) / STATE_FILE if resume and state_dir is not None else None
+        self.mixer.setup_training(model, loader=loader, augment=augment, total_steps=total_steps, device=device,
+                                  max_steps=max_steps, quiet=quiet, resume=saved, start_step=start_step)
+
+    def request(self, result: MixResult) -> ForwardRequest:
+        return ForwardRequest(clean_logits=self.mixer.wants_clean_logits)
+
+    def losses(self, out: ForwardOutputs) -> dict[str, Tensor]:
+        with out.autocast():
+            return self.mixer.extra_losses(out.images, out.labels, out.result, clean_logits=out.clean_logits)
+
+    def after_step(self) -> None:
+        self.mixer.after_step()
+
+    def save(self, state_dir: str | os.PathLike) -> None:
+        self.mixer.save(Path(state_dir) / STATE_FILE)
+
+
 def load_mixer_checkpoint(path: str | os.PathLike, name: str) -> dict[str, Any]:
     """Read a ``mixer.pt`` written by the mixer registered as ``name``."""
     path = Path(path)
     if not path.is_file():
-        raise MixerCheckpointError(f"checkpoint={str(path)!r}: no such file (`gazemix train --mixer {name}` writes "
-                                   f"mixer.pt in its --out folder)")
+        raise MixerCheckpointError(f"checkpoint={str(path)!r}: no such file (a training run with mixer {name!r} "
+                                   f"writes {STATE_FILE} in its output folder)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise MixerCheckpointError(f"checkpoint={str(path)!r} is not a PyTorch file ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT or "mixer" not in state:
         raise MixerCheckpointError(f"checkpoint={str(path)!r} is not a gazemix mixer checkpoint (a model checkpoint "
-                                   f"such as best.pt? pass the mixer.pt that `gazemix train --mixer {name}` wrote)")
+                                   f"such as best.pt? pass the {STATE_FILE} that a training run with mixer {name!r} "
+                                   f"wrote)")
     if state["mixer"] != name:
         raise MixerCheckpointError(f"checkpoint={str(path)!r} holds a {state['mixer']!r} mixer, not {name!r}")
     return state
@@ -112,21 +147,9 @@ def network_spec(model: nn.Module) -> dict[str, Any]:
 
 def build_network(spec: dict[str, Any], weights: dict[str, Tensor]) -> nn.Module:
     """Rebuild a network saved with :func:`network_spec` and its state dict, frozen and in eval mode."""
-    from gazemix.training.model import build_model  # here, not at import: gazemix.training imports the mixers
-
     model = build_model(spec["name"], spec["num_classes"], spec["img_size"], patch_size=spec["patch_size"])
     model.load_state_dict(weights)
     return frozen_copy(model, copy=False)
-
-
-def frozen_copy(model: nn.Module, *, copy: bool = True) -> nn.Module:
-    """``model`` (deep-copied unless ``copy=False``) with gradients off and in eval mode."""
-    import copy as _copy
-
-    out = _copy.deepcopy(model) if copy else model
-    for p in out.parameters():
-        p.requires_grad_(False)
-    return out.eval()
 
 
 def average_gradients(module: nn.Module) -> None:

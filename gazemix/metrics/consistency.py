@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["gaze_weight", "label_gaze_gap", "disagreement", "ghost_label", "pasted_region_shares",
-           "source_shares_gap", "bootstrap_interval"]
+           "source_shares_gap", "bootstrap_interval", "cluster_bootstrap"]
 
 
 def gaze_weight(g_own: Tensor, g_partner: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,3 +107,38 @@ def bootstrap_interval(values: np.ndarray, statistic: str = "mean", *, n_boot: i
         stats[start:start + n] = reduce(x[idx], axis=1)
     alpha = (1 - level) / 2
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+
+
+def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values`` with a percentile bootstrap interval that resamples whole ``clusters``.
+
+    Samples that share a cluster (scoring: the two directions of one image pair) are not independent, so the
+    resampling unit is the cluster: ``n_boot`` draws of as many clusters as there are, with replacement
+    (``numpy.random.default_rng(seed)``), each giving the mean over the samples of the drawn clusters. Applied
+    to per-sample *differences* on shared samples (mixer A's gap minus mixer B's, or a gap minus the human
+    ceiling) this is the paired bootstrap: the variation that both sides share cancels before resampling.
+    Assumes clusters are exchangeable and independent; images reused across pairs are treated as independent.
+    NaN values are dropped first. Returns ``(mean, lo, hi)``, all NaN when no value is defined.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    c = np.asarray(clusters)
+    if x.shape != c.shape:
+        raise ValueError(f"values {x.shape} and clusters {c.shape} must have the same shape")
+    ok = ~np.isnan(x)
+    x, c = x[ok], c[ok]
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    _, inverse = np.unique(c, return_inverse=True)
+    sums = np.bincount(inverse, weights=x)
+    counts = np.bincount(inverse).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    k = sums.size
+    stats = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // k)
+    for start in range(0, n_boot, chunk):
+        n = min(chunk, n_boot - start)
+        idx = rng.integers(0, k, size=(n, k))
+        stats[start:start + n] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    alpha = (1 - level) / 2
+    return float(x.mean()), float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))

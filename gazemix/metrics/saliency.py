@@ -154,16 +154,22 @@ def auc_judd(saliency: Tensor | np.ndarray, fixations: Tensor | np.ndarray, *, j
 
 
 def auc_borji(saliency: Tensor | np.ndarray, fixations: Tensor | np.ndarray, *, n_splits: int = 100,
-              step: float = 0.1, generator: torch.Generator | None = None) -> Tensor:
+              step: float = 0.1, min_fixated: int = 1, generator: torch.Generator | None = None) -> Tensor:
     """AUC-Borji (Borji et al., 2013; MIT ``AUC_Borji.m``), stochastic: seed ``generator`` to repeat it.
 
     The map is min-max scaled to [0, 1]. Positives: the saliency at the N fixated pixels (binary map);
     negatives: N pixels drawn uniformly with replacement from the whole image, ``n_splits`` times.
     Thresholds ``0, step, 2 step, …``; TP and FP are the fractions of positives and negatives at or above
     each; the trapezoid area is averaged over splits. Range [0, 1]; 0.5 = chance, higher is better.
+
+    A row with fewer than ``min_fixated`` fixated pixels is NaN. Default 1: one fixated pixel still gives the
+    area of its ROC against its sampled negatives (a valid, if noisy, value). The MIT code returns NaN for at most
+    one fixated pixel (``sum(fixationMap(:)>0)<=1``): pass ``min_fixated=2`` for its rule.
     """
     if not isinstance(n_splits, int) or n_splits < 1:
         raise ValueError(f"n_splits must be a positive integer, got {n_splits!r}")
+    if not isinstance(min_fixated, int) or isinstance(min_fixated, bool) or min_fixated < 1:
+        raise ValueError(f"min_fixated must be a positive integer, got {min_fixated!r}")
     if not 0 < step <= 1:
         raise ValueError(f"step must be in (0, 1], got {step!r}")
     s, c, single = _pair(saliency, fixations, "fixations")
@@ -185,7 +191,7 @@ def auc_borji(saliency: Tensor | np.ndarray, fixations: Tensor | np.ndarray, *, 
     zero, one = torch.zeros_like(fp[..., :1]), torch.ones_like(fp[..., :1])
     # thresholds from high to low, as the ROC is traced from (0, 0) to (1, 1)
     area = _trapz(torch.cat([zero, fp.flip(-1), one], -1), torch.cat([zero, tp.flip(-1), one], -1)).mean(1)
-    return _out(torch.where(n > 0, area, torch.full_like(area, float("nan"))), single)
+    return _out(torch.where(n >= min_fixated, area, torch.full_like(area, float("nan"))), single)
 
 
 def auc_shuffled(saliency: Tensor | np.ndarray, fixations: Tensor | np.ndarray,

@@ -1,4 +1,5 @@
-"""Every gazemix mixer, one module per method. Importing this package registers them all."""
+"""Every rule-based gazemix mixer, one module per method; importing this package registers them all (the mixers
+with trained weights are in :mod:`gazemix.learned`)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ Approach for Deep Learning Based Image Classification", ICASSP 2020).
 
 Paper: a pretrained classifier (ResNet-50) gives the partner's final feature map (a 7 x 7 grid at 224 px);
 its ``k = 6`` most activated cells are pasted onto the own image at the same positions; the label weight is
-the pasted share, ``k / 49`` for the partner. How the channels are aggregated into one score per cell is not
-stated precisely (UNCONFIRMED); here it is the channel mean, as OpenMixup's ``attentivemix``. OpenMixup's
+the pasted share, ``k / 49`` for the partner. A cell's score is the channel mean of the feature map, as
+OpenMixup's ``attentivemix`` (the paper does not state it precisely; docs/methods/attentivemix.md). OpenMixup's
 "AttentiveMix+" (``top_k=None``: ``k = int(lam * cells)``, ``lam ~ Beta(alpha, alpha)``) is offered too.
 
 The grid is whatever the feature extractor yields (``saliency_source="features"``, ``model=`` any timm CNN),
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixerInputError, MixResult, check_pairing, check_range, sample_beta
+from gazemix.contract import MixerInputError, MixResult, check_pairing, check_range, sample_beta
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
 
@@ -35,7 +35,7 @@ def top_k_cell_mask(scores: Tensor, k: Tensor) -> Tensor:
 
 
 @register_mixer
-class AttentiveMix(Mixer):
+class AttentiveMix(SaliencyGuidedMixer):
     """Paste the partner's ``top_k`` most activated feature-grid cells; label = pasted share.
 
     Args:
@@ -52,25 +52,18 @@ class AttentiveMix(Mixer):
     summary = "paste the partner's top-k feature-map cells (6 of 7x7), label = pasted share"
     reference = ("Walawalkar et al., Attentive CutMix: An Enhanced Data Augmentation Approach for Deep Learning "
                  "Based Image Classification, ICASSP 2020")
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
-    content_independent = False
+    saliency_sources = ("features", "context", "gaze")
 
     def __init__(self, *, top_k: int | None = 6, alpha: float = 1.0, saliency_source: str = "features",
                  grid: int = 7, pairing: str = "randperm", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
             raise ValueError(f"top_k must be a non-negative integer or None, got {top_k!r}")
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if not isinstance(grid, int) or grid < 1:
             raise ValueError(f"grid must be a positive integer, got {grid!r}")
-        check_saliency_source(saliency_source, ("features", "context", "gaze"))
         check_pairing(pairing)
         self.top_k, self.alpha, self.grid, self.pairing = top_k, float(alpha), grid, pairing
-        self.saliency_source = saliency_source
-        self.needs = {"features": ("model",), "context": ("saliency",), "gaze": ("gaze",)}[saliency_source]
-
-    def context_help(self) -> str:
-        return "model= (a pretrained timm CNN; its last feature map is the grid), or saliency=/gaze= (B, 1, H, W)"
 
     def _scores(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> Tensor:
         if self.saliency_source == "features":
@@ -83,7 +76,7 @@ class AttentiveMix(Mixer):
             if not isinstance(feats, Tensor) or feats.ndim != 4:
                 raise MixerInputError(f"{self.name}: model.forward_features must return (B, C, h, w) feature maps")
             return feats.float().mean(dim=1)
-        sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name)
+        sal = self.saliency(images, targets, context)
         return F.adaptive_avg_pool2d(sal.float(), self.grid)[:, 0]
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:

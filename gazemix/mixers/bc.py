@@ -109,3 +109,4 @@ class BCPlus(BCLearning):
     name = "bc_plus"
     summary = "BC+: zero-mean images mixed as waveforms with std-corrected weight, label r"
     waveform = True
+    content_independent = False  # the pixel weight p depends on each image's standard deviation

@@ -9,30 +9,39 @@ import torch
 from torch import Tensor
 
 
-def cutmix_boxes(hw: tuple[int, int], lam: Tensor, generator: torch.Generator) -> Tensor:
+BOX_EDGES = ("cutmix", "timm")
+
+
+def cutmix_boxes(hw: tuple[int, int], lam: Tensor, generator: torch.Generator, edges: str = "cutmix") -> Tensor:
     """CutMix boxes (Yun et al. 2019, official ``rand_bbox``) for own-weights ``lam`` ``(B,)``.
 
-    Side ``int(H * sqrt(1 - lam))``, centre uniform over every pixel, half-sides ``side // 2``, clipped to the
-    image — so the box may be cut at the border and its area must be measured after clipping.
+    Side ``cut = int(H * sqrt(1 - lam))``, centre ``c`` uniform over every pixel, clipped to the image — so the box
+    may be cut at the border and its area must be measured after clipping. ``edges``: ``"cutmix"`` puts the box at
+    ``[c - cut // 2, c + cut // 2)`` as the original CutMix code, timm before 1.0 (DeiT) and torchvision do (an
+    odd side loses one pixel); ``"timm"`` at ``[c - cut // 2, c + (cut + 1) // 2)`` as timm >= 1.0 does.
     """
+    if edges not in BOX_EDGES:
+        raise ValueError(f"box edges must be one of {BOX_EDGES}, got {edges!r}")
     h, w = hw
     n = lam.shape[0]
     ratio = torch.sqrt((1.0 - lam.double()).clamp(0.0, 1.0))
-    half_h = (h * ratio).floor().long() // 2
-    half_w = (w * ratio).floor().long() // 2
+    cut_h, cut_w = (h * ratio).floor().long(), (w * ratio).floor().long()
     cy = torch.randint(0, h, (n,), generator=generator)
     cx = torch.randint(0, w, (n,), generator=generator)
-    return boxes_around(cy, cx, half_h, half_w, hw)
+    if edges == "cutmix":
+        return boxes_around(cy, cx, cut_h // 2, cut_w // 2, hw)
+    return clip_boxes(cy - cut_h // 2, cx - cut_w // 2, cy + (cut_h + 1) // 2, cx + (cut_w + 1) // 2, hw)
 
 
 def boxes_around(cy: Tensor, cx: Tensor, half_h: Tensor, half_w: Tensor, hw: tuple[int, int]) -> Tensor:
     """Boxes ``[c - half, c + half)`` clipped to the image, as CutMix and SaliencyMix build them."""
+    return clip_boxes(cy - half_h, cx - half_w, cy + half_h, cx + half_w, hw)
+
+
+def clip_boxes(y1: Tensor, x1: Tensor, y2: Tensor, x2: Tensor, hw: tuple[int, int]) -> Tensor:
+    """``(B, 4)`` boxes ``(y1, x1, y2, x2)`` clipped to an image of ``hw``."""
     h, w = hw
-    y1 = (cy - half_h).clamp(0, h)
-    y2 = (cy + half_h).clamp(0, h)
-    x1 = (cx - half_w).clamp(0, w)
-    x2 = (cx + half_w).clamp(0, w)
-    return torch.stack([y1, x1, y2, x2], dim=1)
+    return torch.stack([y1.clamp(0, h), x1.clamp(0, w), y2.clamp(0, h), x2.clamp(0, w)], dim=1)
 
 
 def box_area_fraction(boxes: Tensor, hw: tuple[int, int]) -> Tensor:

@@ -15,6 +15,13 @@ submodular minimisation: the supermodular term is made modular around the curren
 rounds, with the official resolution of identical outputs before the last round. Labels are the block shares
 of each input (they sum to 1).
 
+The diversity term made modular: with ``p`` the input counts of the other outputs and ``A p`` each input's
+compatibility-weighted count, gazemix adds ``2 gamma [A p > tau] ⊙ (A p)`` to each input's cost (the threshold
+applied to each input's own count). The official line ``(A @ p > thres).float() * A @ p`` is evaluated by Python
+as ``((mask * A) @ p)`` (``*`` and ``@`` share one precedence and associate left): input ``i`` gets
+``2 gamma sum_j A_ij [(A p)_j > tau] p_j``. ``official_parse=True`` computes that; the official "soft" threshold
+variant, written with parentheses, is elementwise like the default (docs/methods/comixup.md).
+
 Paper vs code: the paper's labelling is one-hot per block (each output pixel from exactly one input), which is
 what this mixer does by default. The released code additionally lets a block show a 50/50 mix of two inputs
 already used by the output from the second round on ("efficient extension to multi-label"): ``mixed_blocks=True``.
@@ -33,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixResult, MixSource, check_range
+from gazemix.contract import MixResult, MixSource, check_range
 from gazemix.mixers.puzzlemix import import_gco
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
 
@@ -115,9 +122,20 @@ def _relabel(gco: Any, unary: Tensor, used: Tensor, beta: float, mixed_blocks: b
     return full[..., :n] + full[..., n:] @ soft
 
 
+def modular_penalty(a: Tensor, penalty: Tensor, thres: float, official_parse: bool = False) -> Tensor:
+    """The thresholded diversity penalty of each input ``(n,)`` before the factor ``2 gamma``.
+
+    ``a`` ``(n, n)`` compatibility, ``penalty`` ``(n,)`` input counts of the other outputs. Default:
+    ``[A p > thres] ⊙ (A p)``; ``official_parse``: ``([A p > thres] * A) @ p``, as Python evaluates the official code.
+    """
+    ap = a @ penalty
+    mask = (ap > thres).to(ap.dtype)
+    return (mask * a) @ penalty if official_parse else mask * ap
+
+
 def comixup_labels(saliency: Tensor, a_dist: Tensor, *, generator: torch.Generator, alpha: float, beta: float,
                    gamma: float, eta: float, omega: float, thres: float, niter: int, resolve: bool = True,
-                   mixed_blocks: bool = False) -> Tensor:
+                   mixed_blocks: bool = False, official_parse: bool = False) -> Tensor:
     """One group's labelling: ``(n, h, w, n)`` share of every input in every block of every output.
 
     Args:
@@ -125,6 +143,7 @@ def comixup_labels(saliency: Tensor, a_dist: Tensor, *, generator: torch.Generat
         a_dist: ``(n, n)`` compatibility distances.
         generator: for the Dirichlet prior and the random initial labelling.
         mixed_blocks: allow 50/50 blocks after the first round (official code); one-hot blocks otherwise (paper).
+        official_parse: the diversity threshold as Python evaluates the official code (:func:`modular_penalty`).
     """
     gco = import_gco()
     n, h, w = saliency.shape
@@ -144,8 +163,7 @@ def comixup_labels(saliency: Tensor, a_dist: Tensor, *, generator: torch.Generat
         for o in range(n):
             used = shares[o].sum(dim=(0, 1))
             penalty = penalty - used
-            ap = a @ penalty
-            unary = cost + (2 * gamma * (ap > thres).double() * ap).view(n, 1, 1)
+            unary = cost + (2 * gamma * modular_penalty(a, penalty, thres, official_parse)).view(n, 1, 1)
             if add_cost is not None:
                 unary = unary + gamma * add_cost[o].view(n, 1, 1)
             shares[o] = _relabel(gco, unary, used, beta, mixed_blocks and it > 0)
@@ -160,7 +178,7 @@ def comixup_labels(saliency: Tensor, a_dist: Tensor, *, generator: torch.Generat
 
 
 @register_mixer
-class CoMixup(Mixer):
+class CoMixup(SaliencyGuidedMixer):
     """Batch-level mix: every output is a block-wise labelling over the inputs of its group.
 
     Args:
@@ -176,21 +194,22 @@ class CoMixup(Mixer):
         resolve: separate identical outputs before the last round (official ``set_resolve``: True).
         mixed_blocks: let a block show a 50/50 mix of two inputs after the first round, as the released code
             does (default False: the paper's one-hot blocks, one input per pixel).
-        saliency_source: ``"gradient"`` (``model=``, paper; default), ``"context"``, ``"gaze"``,
-            ``"fine_grained"`` or ``"spectral_residual"``.
+        official_parse: threshold the diversity term as Python evaluates the official code,
+            ``((mask * A) @ p)``, instead of ``mask ⊙ (A @ p)`` (default; see the module docstring).
+        saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; the paper's and default) or
+            any source of :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
     """
 
     name = "comixup"
     summary = "batch-level: each output a block labelling over up to m inputs, saliency + diversity, label = block shares"
     reference = "Kim, Choo, Jeong, Song, Co-Mixup: Saliency Guided Joint Mixup with Supermodular Diversity, ICLR 2021"
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
-    content_independent = False
 
     def __init__(self, *, alpha: float = 2.0, grid: int | None = 4, beta: float = 0.32, gamma: float = 1.0,
                  eta: float = 0.05, omega: float = 0.001, thres: float = 0.83, m_part: int = 20, niter: int = 4,
-                 resolve: bool = True, mixed_blocks: bool = False, saliency_source: str = "gradient",
+                 resolve: bool = True, mixed_blocks: bool = False, official_parse: bool = False,
+                 saliency_source: str = "gradient",
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if grid is not None and (not isinstance(grid, int) or grid < 1):
             raise ValueError(f"grid must be a positive integer or None (random 2..16), got {grid!r}")
@@ -200,21 +219,16 @@ class CoMixup(Mixer):
         for name, v in (("m_part", m_part), ("niter", niter)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        check_saliency_source(saliency_source)
         self.alpha, self.grid, self.beta, self.gamma, self.eta = float(alpha), grid, float(beta), float(gamma), float(eta)
         self.omega, self.thres, self.m_part, self.niter, self.resolve = float(omega), float(thres), m_part, niter, bool(resolve)
-        self.mixed_blocks, self.saliency_source = bool(mixed_blocks), saliency_source
-        self.needs = needs_for_source(saliency_source)
-
-    def context_help(self) -> str:
-        return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"
+        self.mixed_blocks, self.official_parse = bool(mixed_blocks), bool(official_parse)
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, (h, w) = images.shape[0], images.shape[-2:]
         n = self.grid if self.grid is not None else 2 ** int(torch.randint(1, 5, (1,), generator=generator))
         if n > min(h, w):
             raise ValueError(f"grid={n} blocks per side exceeds the image size {h}x{w}")
-        sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()
+        sal = self.saliency(images, targets, context).detach()
         a_dist = peak_distance(sal)
         blocks = F.adaptive_avg_pool2d(sal.double(), n)[:, 0]
         m = min(self.m_part, b)
@@ -225,7 +239,7 @@ class CoMixup(Mixer):
             shares[s, :, :, :size] = comixup_labels(
                 blocks[s], a_dist[s, s], generator=generator, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
                 eta=self.eta, omega=self.omega, thres=self.thres, niter=self.niter, resolve=self.resolve,
-                mixed_blocks=self.mixed_blocks)
+                mixed_blocks=self.mixed_blocks, official_parse=self.official_parse)
         return {"grid": n, "block_shares": shares.float()}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:

@@ -88,13 +88,14 @@ class FMix(Mixer):
     name = "fmix"
     summary = "binary mask thresholded from low-frequency Fourier noise, label lam"
     reference = "Harris et al., FMix: Enhancing Mixed Sample Data Augmentation, arXiv 2002.12047, 2020"
+    modes = ("batch", "elem")
 
     def __init__(self, *, alpha: float = 1.0, decay_power: float = 3.0, mode: str = "batch",
                  pairing: str = "randperm", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_range("alpha", alpha, 0.0, math.inf, lo_open=True, hi_open=True)
         check_range("decay_power", decay_power, 0.0, math.inf, lo_open=True, hi_open=True)
-        if mode not in ("batch", "elem"):
+        if mode not in self.modes:
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
         check_pairing(pairing)
         self.alpha, self.decay_power, self.mode, self.pairing = float(alpha), float(decay_power), mode, pairing

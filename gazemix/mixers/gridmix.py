@@ -4,11 +4,9 @@ Pattern Recognition 110, 2021).
 The image is divided into an ``n x n`` grid and every cell is taken from the own image or from the
 partner; the global label is the share of cells of each image, and each cell's own label ("local context
 mapping") is exposed in ``params["cell_from_own"]`` for a patch-level head that the trainer may add.
-No official code was released (OpenMixup's ``gridmix`` is a different method, Dobrynin's GridMixup), and
-the paper's grid size and cell-sampling rule could not be read here: this implementation draws the own
-share ``lam ~ Beta(alpha, alpha)`` and picks exactly ``round(lam * n^2)`` own cells uniformly at random
-(so the label equals the pixel share exactly); ``n = 4`` by default. Both are documented choices, not
-confirmed paper values.
+No official code was released. The own share is ``lam ~ Beta(alpha, alpha)`` and exactly ``round(lam * n^2)``
+own cells are picked uniformly at random (so the label equals the pixel share exactly); ``n = 4`` by default.
+Both are gazemix's choices (docs/methods/gridmix.md).
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ class GridMix(Mixer):
     """Every cell of an ``n x n`` grid from the own image or the partner; label = own pixel share.
 
     Args:
-        grid: cells per side (default 4; UNCONFIRMED paper value).
+        grid: cells per side (default 4; our choice).
         alpha: Beta(alpha, alpha) of the own share (default 1.0, i.e. uniform).
         pairing: ``"randperm"``, ``"flip"`` or ``"roll"``.
     """

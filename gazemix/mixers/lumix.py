@@ -2,9 +2,9 @@
 Uncertainty", arXiv 2211.15846, 2022).
 
 LUMix "models label uncertainty by adding label perturbation during training" on top of Mixup/CutMix
-(abstract). **No code was released** (the official repository holds only a README) and the paper's exact
-perturbation could not be read here, so this wrapper implements a documented, parameterised candidate —
-marked experimental — and leaves the images and their replay exactly as the base mixer made them:
+(abstract). No code was released; this wrapper implements a documented, parameterised candidate of the
+perturbation — marked experimental (docs/methods/lumix.md) — and leaves the images and their replay exactly as
+the base mixer made them:
 
 1. ``lam' = clip(lam + eps, 0, 1)`` with ``eps ~ U(-noise, noise)`` per sample (label perturbation);
 2. optionally, after the forward pass (``relabel(result, logits=...)``), blend with the model's own
@@ -49,8 +49,13 @@ class LUMix(Mixer):
         self.base = cls(**dict(base_options or {}), **kwargs)
         self.noise, self.pred_weight = float(noise), float(pred_weight)
         self.needs = self.base.needs
-        self.content_independent = cls.content_independent
-        self.relabels_after_forward = pred_weight > 0
+        self.content_independent = self.base.content_independent and self.pred_weight == 0
+        self.model_kind = self.base.model_kind or ("any" if self.pred_weight > 0 else None)
+        self.relabels_after_forward = self.pred_weight > 0
+
+    @property
+    def reads_gaze(self) -> bool:
+        return self.base.reads_gaze
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         base_params = self.base.sample(images, targets, generator=generator, **context)

@@ -67,7 +67,9 @@ class MixPro(Mixer):
     reference = ("Zhao et al., MixPro: Data Augmentation with MaskMix and Progressive Attention Labeling for "
                  "Vision Transformer, ICLR 2023")
     content_independent = False
+    model_kind = "vit"
     relabels_after_forward = True
+    uses_patch_grid = True
 
     def __init__(self, *, patch_size: int = 16, mask_patch_size: int = 64, alpha: float = 1.0,
                  maskmix_prob: float = 0.5, pal: bool = True, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,

@@ -29,11 +29,12 @@ class Mixup(Mixer):
     name = "mixup"
     summary = "global pixel blend lam*x_i + (1-lam)*x_j, label lam"
     reference = "Zhang et al., mixup: Beyond Empirical Risk Minimization, ICLR 2018"
+    modes = ("batch", "elem")
 
     def __init__(self, *, alpha: float = 1.0, mode: str = "batch", pairing: str = "randperm", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
-        if mode not in ("batch", "elem"):
+        if mode not in self.modes:
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
         check_pairing(pairing)
         self.alpha, self.mode, self.pairing = float(alpha), mode, pairing

@@ -16,10 +16,12 @@ region the mask gives that image (cost ``t_eps * squared block distance / (n-1)^
 resolved by ``n`` rounds of row-wise choice and column-wise conflict resolution, losers penalised by 1).
 ``x' = M * T_own(x_i) + (1 - M) * T_partner(x_j)``, label ``lam = mean(M)``.
 
-Paper vs code: the paper's Algorithm adds the loser penalty each round; in the released code the penalty
-line sits after the loop, so every round repeats the first (``official_transport=True`` reproduces this).
-The official transport also runs at ``t_size`` resolution; here it runs at the block resolution (the
-official default ``t_size=-1``). The training-loop extras (adversarial noise ``adv_p``, clean loss
+Transport rounds: each round penalises the losers of the column resolution (``+1`` on their cost), as the paper's
+algorithm and the official ``mask_transport`` since 1 December 2020 (commit bf4bf04) do. The July 2020 release
+(commit a778e48) added the penalty after the loop, so every round repeated the first; ``official_transport=True``
+reproduces that version. The official transport also runs at ``t_size`` resolution; here it runs at the block
+resolution (the official default ``t_size=-1``). Graph-cut energies are the official ones divided by 1000, as
+int32 (:func:`graphcut_mask`), so they fit on every grid (docs/methods/puzzlemix.md). The training-loop extras (adversarial noise ``adv_p``, clean loss
 ``clean_lam``) belong to the trainer. Pairwise terms use the pixels as given (the official code de-normalises
 to ``[0, 1]`` first: pass images in ``[0, 1]`` for the same scale). Sizes that are not multiples of ``n``
 use the largest ``n x n`` grid of equal blocks; the remainder strip follows the last block row/column in the
@@ -36,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixResult, MixSource, check_pairing, check_range, sample_beta
+from gazemix.contract import MixResult, MixSource, check_pairing, check_range, sample_beta
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 from gazemix.warps import BlockTransportWarp, identity_transport
 
@@ -71,7 +73,15 @@ def neigh_penalty(a: Tensor, b: Tensor, kh: int, kw: int) -> tuple[Tensor, Tenso
 
 def graphcut_mask(unary_partner: np.ndarray, unary_own: np.ndarray, pw_x: np.ndarray, pw_y: np.ndarray,
                   lam: float, beta: float, eta: float, n_labels: int) -> np.ndarray:
-    """One sample's ``n x n`` mask (own share, ``n_labels`` levels) by alpha-beta swap, as ``graphcut_multi``."""
+    """One sample's ``n x n`` mask (own share, ``n_labels`` levels) by alpha-beta swap, as ``graphcut_multi``.
+
+    The official code hands ``gco`` int32 unaries and edge weights (scaled by ``1000 n^2``, truncated) with a
+    float32 label cost, which puts gco-wrapper in its float mode: it multiplies unaries by 1e5, edge weights by 1e3
+    and label costs by 100 (truncating to int32), and on 16 x 16 grids the unaries overflow int32 (they wrap
+    silently). Here exactly those energies divided by 1000 are passed as int32 — unaries ``trunc(1000 n^2 u) *
+    100``, edge weights ``trunc(1000 n^2 (pw + beta))``, label costs ``trunc(100 (i - j)^2 / (L - 1)^2)`` — so the
+    cut is the official one wherever the official energies fit, and every term fits int32 on every grid.
+    """
     gco = import_gco()
 
     n = unary_own.shape[0]
@@ -81,13 +91,20 @@ def graphcut_mask(unary_partner: np.ndarray, unary_own: np.ndarray, pw_x: np.nda
     binom = counts * lam ** (n_labels - 1 - np.arange(n_labels)) * (1 - lam) ** np.arange(n_labels)
     prior = eta * -np.log(binom + 1e-8) / n ** 2
     unary = np.stack([(1 - s) * unary_partner + s * unary_own + prior[i] for i, s in enumerate(levels)], axis=-1)
-    unary = (large * unary).astype(np.int32).astype(np.float64)
     i = np.arange(n_labels)
-    pairwise = ((i[:, None] - i[None, :]) ** 2 / (n_labels - 1) ** 2).astype(np.float64)
-    cost_v = (large * (pw_x + beta)).astype(np.int32).astype(np.float64)
-    cost_h = (large * (pw_y + beta)).astype(np.int32).astype(np.float64)
-    labels = gco.cut_grid_graph(unary, pairwise, cost_v, cost_h, algorithm="swap")
+    label_cost = np.trunc(100 * (i[:, None] - i[None, :]) ** 2 / (n_labels - 1) ** 2)
+    labels = gco.cut_grid_graph(_int32(np.trunc(large * unary) * 100, "unary"), _int32(label_cost, "label"),
+                                _int32(np.trunc(large * (pw_x + beta)), "edge"),
+                                _int32(np.trunc(large * (pw_y + beta)), "edge"), algorithm="swap")
     return 1.0 - np.asarray(labels, dtype=np.float64).reshape(n, n) / (n_labels - 1)
+
+
+def _int32(energy: np.ndarray, what: str) -> np.ndarray:
+    """``energy`` (integral float values) as int32; values that do not fit are an error, never a wrapped cast."""
+    if not np.all(np.abs(energy) <= np.iinfo(np.int32).max):
+        raise ValueError(f"PuzzleMix's {what} energies exceed int32 (largest {np.abs(energy).max():.3g}): pass images "
+                         f"in [0, 1] and non-negative saliency")
+    return energy.astype(np.int32)
 
 
 def transport_sources(mask: Tensor, unary: Tensor, eps: float, *, iterative: bool = True) -> Tensor:
@@ -111,7 +128,7 @@ def transport_sources(mask: Tensor, unary: Tensor, eps: float, *, iterative: boo
 
 
 @register_mixer
-class PuzzleMix(Mixer):
+class PuzzleMix(SaliencyGuidedMixer):
     """Graph-cut block mask over saliency and smoothness, plus optimal block transport of both images.
 
     Args:
@@ -124,23 +141,23 @@ class PuzzleMix(Mixer):
         n_labels: mask levels (official: 3 → ``{0, 1/2, 1}``; 2 gives a binary mask).
         transport: transport blocks (official: True).
         t_eps: transport distance weight (official: 0.8).
-        official_transport: the released code's transport (no loser penalty between rounds).
-        saliency_source: ``"gradient"`` (``model=``, paper; default), ``"context"``, ``"gaze"``,
-            ``"fine_grained"`` or ``"spectral_residual"``.
+        official_transport: the July 2020 official transport (the loser penalty after the loop, so every round
+            repeats the first); default False: the current official code and the paper (penalty in every round).
+        saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; the paper's and default) or
+            any source of :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
         pairing: ``"randperm"`` (official), ``"flip"`` or ``"roll"``.
     """
 
     name = "puzzlemix"
     summary = "graph-cut saliency mask ({0, 1/2, 1} blocks) plus optimal block transport, label mask mean"
     reference = "Kim, Choo, Song, Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup, ICML 2020"
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
-    content_independent = False
+    reads_pixels = True  # the smoothness term reads the pixels, whatever the saliency source
 
     def __init__(self, *, alpha: float = 1.0, block_choices: tuple[int, ...] = (2, 4, 8, 16), beta: float = 1.2,
                  gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4, n_labels: int = 3, transport: bool = True,
                  t_eps: float = 0.8, official_transport: bool = False, saliency_source: str = "gradient",
                  pairing: str = "randperm", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if not block_choices or any(not isinstance(n, int) or n < 2 for n in block_choices):
             raise ValueError(f"block_choices must be integers >= 2, got {block_choices!r}")
@@ -150,16 +167,11 @@ class PuzzleMix(Mixer):
             raise ValueError(f"neigh_size must be a positive integer, got {neigh_size!r}")
         if n_labels not in (2, 3, 4):
             raise ValueError(f"n_labels must be 2, 3 or 4 (as the official code), got {n_labels!r}")
-        check_saliency_source(saliency_source)
         check_pairing(pairing)
         self.alpha, self.block_choices = float(alpha), tuple(block_choices)
         self.beta, self.gamma, self.eta, self.neigh_size = float(beta), float(gamma), float(eta), neigh_size
         self.n_labels, self.transport, self.t_eps = n_labels, bool(transport), float(t_eps)
-        self.official_transport, self.saliency_source, self.pairing = bool(official_transport), saliency_source, pairing
-        self.needs = needs_for_source(saliency_source)
-
-    def context_help(self) -> str:
-        return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"
+        self.official_transport, self.pairing = bool(official_transport), pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, (h, w) = images.shape[0], images.shape[-2:]
@@ -169,7 +181,7 @@ class PuzzleMix(Mixer):
         n = choices[int(torch.randint(0, len(choices), (1,), generator=generator))]
         lam = float(sample_beta(self.alpha, 1, generator))
         index = self.partners(b, generator, self.pairing, context)
-        sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()
+        sal = self.saliency(images, targets, context).detach()
 
         bh, bw = h // n, w // n
         region = (slice(None), slice(None), slice(0, n * bh), slice(0, n * bw))

@@ -76,4 +76,4 @@ class ResizeMix(Mixer):
         inside = boxes_to_mask(boxes, (h, w))
         lam = (1.0 - box_area_fraction(boxes, (h, w))).float()
         return self.pair_result(images, mixed, targets, index, ~inside, lam, params,
-                                partner_warp=warp)
+                                partner_warp=warp, partner_box=boxes)

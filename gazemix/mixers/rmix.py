@@ -9,9 +9,9 @@ Mixup-blended; where they disagree the top-salient side is copied. Label:
 ``area(agree) (lam y_i + (1 - lam) y_j) + area(own only) y_i + area(partner only) y_j`` (sums to 1).
 ``q = 0`` marks every patch as top, which is plain Mixup.
 
-The official signature has no usable default for ``P`` (``num_patches``; it must divide the image size);
-here ``num_patches=4`` (UNCONFIRMED) and patches are made with adaptive pooling and nearest upsampling, so
-any image size works (identical to the official pooling when ``P`` divides the size).
+``num_patches`` defaults to 4 (our choice: the official signature has none usable, docs/methods/rmix.md);
+patches are made with adaptive pooling and nearest upsampling, so any image size works (identical to the
+official pooling when ``P`` divides the size).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
+from gazemix.contract import MixResult, check_pairing, check_range, sample_beta
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
 
@@ -37,28 +37,26 @@ def top_patch_masks(saliency: Tensor, num_patches: int, quantiles: Tensor) -> Te
 
 
 @register_mixer
-class RMix(Mixer):
+class RMix(SaliencyGuidedMixer):
     """Copy the top-salient side where own and partner disagree, Mixup where they agree.
 
     Args:
         alpha: Beta(alpha, alpha) (official: 2.0 on CIFAR, 0.2 otherwise; default 0.2).
         num_patches: patches per side ``P`` (official choices 2, 4, 8, 16, 32).
         quantiles: the values ``q`` is drawn from (official: ``linspace(0, 0.99, 10)``).
-        saliency_source: ``"gradient"`` (``model=``, paper; default), ``"context"``, ``"gaze"``,
-            ``"fine_grained"`` or ``"spectral_residual"``.
+        saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; the paper's and default) or
+            any source of :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
         pairing: ``"randperm"`` (official), ``"flip"`` or ``"roll"``.
     """
 
     name = "rmix"
     summary = "random saliency quantile: copy the salient side where masks disagree, Mixup where they agree"
     reference = "Luu et al., Expeditious Saliency-guided Mix-up through Random Gradient Thresholding, arXiv 2212.04875, 2023"
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
-    content_independent = False
 
     def __init__(self, *, alpha: float = 0.2, num_patches: int = 4,
                  quantiles: tuple[float, ...] = tuple(torch.linspace(0.0, 0.99, 10).tolist()),
                  saliency_source: str = "gradient", pairing: str = "randperm", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if not isinstance(num_patches, int) or isinstance(num_patches, bool) or num_patches < 1:
             raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}")
@@ -66,14 +64,9 @@ class RMix(Mixer):
             raise ValueError("quantiles must hold at least one value in [0, 1]")
         for q in quantiles:
             check_range("quantiles[...]", q, 0.0, 1.0)
-        check_saliency_source(saliency_source)
         check_pairing(pairing)
         self.alpha, self.num_patches, self.quantiles = float(alpha), num_patches, tuple(float(q) for q in quantiles)
-        self.saliency_source, self.pairing = saliency_source, pairing
-        self.needs = needs_for_source(saliency_source)
-
-    def context_help(self) -> str:
-        return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"
+        self.pairing = pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, (h, w) = images.shape[0], images.shape[-2:]
@@ -83,7 +76,7 @@ class RMix(Mixer):
         q = torch.tensor(self.quantiles, dtype=torch.float64)[pick]
         lam = sample_beta(self.alpha, 1, generator).expand(b)
         index = self.partners(b, generator, self.pairing, context)
-        saliency = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name)
+        saliency = self.saliency(images, targets, context)
         top = top_patch_masks(saliency, self.num_patches, q).cpu()
         return {"lam": lam, "q": q, "index": index, "top": top}
 

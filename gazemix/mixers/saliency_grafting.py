@@ -1,12 +1,10 @@
 """Saliency Grafting (Park, Yang, Shin, Hwang, Yang, "Saliency Grafting: Innocuous Attribution-Guided Mixup
 with Calibrated Label Mixing", AAAI 2022, arXiv 2112.08796). EXPERIMENTAL: no official code exists.
 
-What the paper states (abstract and introduction, read with the search tool): the saliency of the model under
-training guides a *stochastic* choice of the partner's patches (not always the maximum-saliency region, to
-keep samples diverse), the chosen patches are grafted onto the own image at the same positions, and the
-label is mixed in a *saliency-calibrated* way to correct for what the random choice left out.
-
-The method section could not be read here, so the following details are UNCONFIRMED and are options:
+The saliency of the model under training guides a *stochastic* choice of the partner's patches (not always the
+maximum-saliency region, to keep samples diverse), the chosen patches are grafted onto the own image at the same
+positions, and the label is mixed in a *saliency-calibrated* way. The rules are gazemix's choices, exposed as
+options (docs/methods/saliency_grafting.md):
 
 1. saliency (input gradients by default, as PuzzleMix) is average-pooled to a ``grid x grid`` patch grid and
    sharpened with a temperature softmax ``p = softmax(s / max(s) / temperature)``;
@@ -24,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.attention.saliency import check_saliency_source, needs_for_source, saliency_for_mixer
-from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
+from gazemix.contract import MixResult, check_pairing, check_range, sample_beta
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
 
@@ -40,15 +38,15 @@ def graft_candidates(saliency: Tensor, grid: int, temperature: float) -> tuple[T
 
 
 @register_mixer
-class SaliencyGrafting(Mixer):
+class SaliencyGrafting(SaliencyGuidedMixer):
     """Graft randomly sampled salient patches of the partner; label = saliency each image still shows.
 
     Args:
-        alpha: Beta(alpha, alpha) for the grafting probability ``rho`` (UNCONFIRMED; default 1.0).
-        grid: patches per side (UNCONFIRMED; default 8).
-        temperature: softmax temperature of the patch saliency (UNCONFIRMED; default 0.2).
-        saliency_source: ``"gradient"`` (``model=``; default), ``"context"``, ``"gaze"``, ``"fine_grained"`` or
-            ``"spectral_residual"``.
+        alpha: Beta(alpha, alpha) for the grafting probability ``rho`` (our choice; default 1.0).
+        grid: patches per side (our choice; default 8).
+        temperature: softmax temperature of the patch saliency (our choice; default 0.2).
+        saliency_source: ``"gradient"`` (the trained model's input gradients, ``model=``; default) or any source of
+            :class:`~gazemix.mixers.saliency_guided.SaliencyGuidedMixer`.
         pairing: ``"randperm"``, ``"flip"`` or ``"roll"``.
     """
 
@@ -56,24 +54,16 @@ class SaliencyGrafting(Mixer):
     summary = "EXPERIMENTAL: graft stochastically sampled salient partner patches, saliency-calibrated label"
     reference = ("Park et al., Saliency Grafting: Innocuous Attribution-Guided Mixup with Calibrated Label Mixing, "
                  "AAAI 2022")
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
-    content_independent = False
 
     def __init__(self, *, alpha: float = 1.0, grid: int = 8, temperature: float = 0.2,
                  saliency_source: str = "gradient", pairing: str = "randperm", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1:
             raise ValueError(f"grid must be a positive integer, got {grid!r}")
         check_range("temperature", temperature, 0.0, float("inf"), lo_open=True, hi_open=True)
-        check_saliency_source(saliency_source)
         check_pairing(pairing)
-        self.alpha, self.grid, self.temperature = float(alpha), grid, float(temperature)
-        self.saliency_source, self.pairing = saliency_source, pairing
-        self.needs = needs_for_source(saliency_source)
-
-    def context_help(self) -> str:
-        return "model= (the model being trained: input-gradient saliency), or saliency=/gaze= (B, 1, H, W)"
+        self.alpha, self.grid, self.temperature, self.pairing = float(alpha), grid, float(temperature), pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, (h, w) = images.shape[0], images.shape[-2:]
@@ -82,7 +72,7 @@ class SaliencyGrafting(Mixer):
         index = self.partners(b, generator, self.pairing, context)
         rho = sample_beta(self.alpha, b, generator).double()
         coins = torch.rand((b, self.grid, self.grid), generator=generator, dtype=torch.float64)
-        sal = saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name).detach()
+        sal = self.saliency(images, targets, context).detach()
         norm, candidates = graft_candidates(sal, self.grid, self.temperature)
         norm, candidates = norm.cpu(), candidates.cpu()
         graft = candidates[index] & (coins < rho.view(-1, 1, 1))

@@ -18,11 +18,11 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.attention.saliency import (BACKENDS, bottom_up_saliency, check_saliency_source, needs_for_source,
-                                        saliency_for_mixer)
-from gazemix.contract import Mixer, MixResult, check_pairing, check_range, sample_beta
+from gazemix.attention.saliency import BACKENDS, bottom_up_saliency
+from gazemix.contract import MixResult, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_around
 from gazemix.mixers.cutmix import paste_boxes
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
 
@@ -42,7 +42,7 @@ def peak_boxes(saliency: Tensor, lam: Tensor) -> Tensor:
 
 
 @register_mixer
-class SaliencyMix(Mixer):
+class SaliencyMix(SaliencyGuidedMixer):
     """Paste the box around the partner's saliency peak at the same place; label ``1 - pasted area``.
 
     Saliency comes from ``saliency_source``: ``"fine_grained"`` (OpenCV contrib, the paper's and official
@@ -63,21 +63,16 @@ class SaliencyMix(Mixer):
     summary = "paste the box around the partner's saliency peak at the same place, label 1 - pasted area"
     reference = ("Uddin et al., SaliencyMix: A Saliency Guided Data Augmentation Strategy for Better "
                  "Regularization, ICLR 2021")
-    content_independent = False
+    saliency_sources = BACKENDS + ("context", "gaze")
+    needs = ()  # the default source reads the pixels only
 
     def __init__(self, *, alpha: float = 1.0, per_sample: bool = True, prob: float = 1.0,
                  saliency_source: str = "fine_grained", pairing: str = "randperm", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
         check_range("prob", prob, 0.0, 1.0)
-        check_saliency_source(saliency_source, BACKENDS + ("context", "gaze"))
         check_pairing(pairing)
-        self.alpha, self.per_sample, self.prob = float(alpha), bool(per_sample), float(prob)
-        self.saliency_source, self.pairing = saliency_source, pairing
-        self.needs = needs_for_source(saliency_source)
-
-    def context_help(self) -> str:
-        return "saliency= (B, 1, H, W) for saliency_source='context', gaze= (B, 1, H, W) for 'gaze'"
+        self.alpha, self.per_sample, self.prob, self.pairing = float(alpha), bool(per_sample), float(prob), pairing
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b = images.shape[0]
@@ -88,10 +83,10 @@ class SaliencyMix(Mixer):
             return {"applied": False, "lam_sampled": lam.expand(b), "index": index,
                     "boxes": torch.zeros(b, 4, dtype=torch.long)}
         rows = index.to(images.device) if self.per_sample else index[:1].to(images.device)  # the partners' maps
-        if self.saliency_source in BACKENDS:
+        if self.saliency_source in BACKENDS:  # only the partners' maps are computed
             saliency = bottom_up_saliency(images[rows], self.saliency_source)
         else:
-            saliency = saliency_for_mixer(self.saliency_source, images, targets, context, self.name)[rows]
+            saliency = self.saliency(images, targets, context)[rows]
         boxes = peak_boxes(saliency, lam.to(images.device)).cpu()
         return {"applied": True, "lam_sampled": lam.expand(b), "index": index, "boxes": boxes.expand(b, 4)}
 

@@ -13,7 +13,7 @@ query patches, from an **extra eval-mode, no-grad forward on the unmixed batch**
 That forward's logits are the teacher of the consistency loss: ``KL(softmax(lam p_i + (1 - lam) p_j) || softmax(z))``
 with ``z`` the logits on the mixed batch (:func:`consistency_loss`). The fine-grained loss asks a token head to
 classify the mean final token of each region (:func:`region_token_means`, :func:`fine_grained_loss`).
-The paper text was not available to us: these follow the official code.
+These follow the official code (docs/methods/smmix.md).
 
 gazemix conventions: ``lam`` is the own label weight (SMMix's code calls it the target area); the pasted square is
 a translation, stored as a :class:`~gazemix.contract.BoxWarp` from the partner's square to the own square, so
@@ -29,25 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gazemix.attention.vit import as_patch_grid, patch_attention, token_edges
-from gazemix.contract import BoxWarp, Mixer, MixerInputError, MixResult, check_pairing, check_range, sample_beta, soft_target_ce
+from gazemix.attention.vit import as_patch_grid, num_prefix_tokens, patch_attention, token_edges
+from gazemix.contract import (BoxWarp, ForwardOutputs, ForwardRequest, Mixer, MixerInputError, MixResult,
+                              TrainingHooks, check_pairing, check_range, sample_beta, soft_target_ce)
+from gazemix.models import is_vit
 from gazemix.mixers.boxes import boxes_to_mask
 from gazemix.registry import register_mixer
 
-__all__ = ["MaxMinSquareMixer", "SMMix", "check_index", "consistency_loss", "fine_grained_loss",
+__all__ = ["MaxMinSquareMixer", "SMMix", "SquareMixHooks", "consistency_loss", "fine_grained_loss",
            "region_token_means", "square_side_range", "window_extrema"]
-
-
-def check_index(images: Tensor, context: Mapping[str, Any]) -> None:
-    """Validate a caller-fixed ``index=`` as :meth:`Mixer.__call__` does, for mixers that override the call."""
-    index, b = context.get("index"), images.shape[0]
-    if index is None:
-        return
-    if not isinstance(index, Tensor) or index.shape != (b,) or index.is_floating_point():
-        raise MixerInputError(f"index= must be an integer tensor of shape ({b},), got "
-                              f"{tuple(index.shape) if isinstance(index, Tensor) else type(index).__name__}")
-    if b and (int(index.min()) < 0 or int(index.max()) >= b):
-        raise MixerInputError(f"index= values must lie in [0, {b - 1}]")
 
 
 def square_side_range(grid: tuple[int, int], min_ratio: float, max_ratio: float) -> tuple[int, int]:
@@ -57,15 +47,19 @@ def square_side_range(grid: tuple[int, int], min_ratio: float, max_ratio: float)
     return lo, max(lo, min(g, int(g * max_ratio)))
 
 
-def window_extrema(maps: Tensor, side: int) -> tuple[Tensor, Tensor]:
+def window_extrema(maps: Tensor, side: int, *, float32_sums: bool = False) -> tuple[Tensor, Tensor]:
     """Top-left token ``(row, col)`` of the least and of the most attended ``side x side`` window of each map.
 
     ``maps`` ``(B, h, w)``; window sums with stride 1, in float64 so equal sums tie exactly; ties go to the first
-    window in raster order (as ``argmin``/``argmax`` in the official code). Returns two ``(B, 2)`` long tensors.
+    window in raster order (as ``argmin``/``argmax`` in the official code). ``float32_sums``: the official code's
+    float32 ``unfold(...).sum(dim=1)`` instead, so rounded sums tie where they tie there. Returns two ``(B, 2)``
+    long tensors.
     """
-    sums = F.avg_pool2d(maps.double().unsqueeze(1), side, stride=1, divisor_override=1)[:, 0]
-    wcols = sums.shape[-1]
-    flat = sums.flatten(1)
+    wcols = maps.shape[-1] - side + 1
+    if float32_sums:
+        flat = F.unfold(maps.float().unsqueeze(1), side, stride=1).sum(dim=1)
+    else:
+        flat = F.avg_pool2d(maps.double().unsqueeze(1), side, stride=1, divisor_override=1).flatten(1)
     lo, hi = flat.argmin(dim=1), flat.argmax(dim=1)
     return torch.stack([lo // wcols, lo % wcols], 1), torch.stack([hi // wcols, hi % wcols], 1)
 
@@ -89,7 +83,8 @@ class MaxMinSquareMixer(Mixer):
     """Shared engine of SMMix, TdAttenMix and GazeMix: per batch a max-min token-square paste or Mixup.
 
     Subclasses implement :meth:`selection_maps` (the ``(B, h, w)`` map that picks the squares),
-    :meth:`check_context`, and may override :meth:`square_lam` (the label of a square batch).
+    :meth:`~gazemix.contract.Mixer.check_context`, and may override :meth:`square_lam` (the label of a square
+    batch). Training adds the consistency and fine-grained losses on square batches (:class:`SquareMixHooks`).
 
     Args:
         switch_prob: probability that a batch uses the square paste (official 0.5); otherwise Mixup.
@@ -110,11 +105,9 @@ class MaxMinSquareMixer(Mixer):
         check_pairing(pairing)
         self.switch_prob, self.mixup_alpha = float(switch_prob), float(mixup_alpha)
         self.min_side_ratio, self.max_side_ratio, self.pairing = float(min_side_ratio), float(max_side_ratio), pairing
+        self._float32_windows = False  # TdAttenMix's ratio_mode="official" sums windows as its released code
 
     # -- subclass hooks --
-    def check_context(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> None:
-        """Raise :class:`MixerInputError` saying what to pass when the context cannot give a map."""
-
     def selection_maps(self, images: Tensor, targets: Tensor,
                        context: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """``(maps (B, h, w), extra params)`` for a square batch."""
@@ -125,16 +118,10 @@ class MaxMinSquareMixer(Mixer):
         """Label weights of a square batch; SMMix: the own area."""
         return {"lam": lam_area}
 
-    # -- the call --
-    def __call__(self, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None,
-                 **context: Any) -> MixResult:
-        self.check_inputs(images, targets)
-        check_index(images, context)
-        self.check_context(images, targets, context)
-        params = self.sample(images, targets, generator=generator if generator is not None else self.generator,
-                             **context)
-        return self.apply(images, targets, params)
+    def training_hooks(self, *, auxiliary_losses: bool = True) -> TrainingHooks:
+        return SquareMixHooks() if auxiliary_losses else TrainingHooks()
 
+    # -- the call --
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, hw, dev = images.shape[0], tuple(images.shape[-2:]), images.device
         use_square = bool(torch.rand(1, generator=generator) < self.switch_prob)
@@ -151,7 +138,7 @@ class MaxMinSquareMixer(Mixer):
             raise MixerInputError(f"the attention grid {grid} is finer than the images {hw}")
         lo, hi = square_side_range(grid, self.min_side_ratio, self.max_side_ratio)
         side = lo + min(int(u_side * (hi - lo + 1)), hi - lo)
-        own_pos, max_pos = window_extrema(maps, side)
+        own_pos, max_pos = window_extrema(maps, side, float32_sums=self._float32_windows)
         src_pos = max_pos[index]
         own_sq, src_sq = _square_tokens(own_pos, side, grid), _square_tokens(src_pos, side, grid)
         dst_box, src_box = _square_pixels(own_pos, side, grid, hw), _square_pixels(src_pos, side, grid, hw)
@@ -176,7 +163,7 @@ class MaxMinSquareMixer(Mixer):
         inside = boxes_to_mask(warp.dst, tuple(images.shape[-2:]))
         mixed = torch.where(inside, warp.apply(images[index]), images)
         return self.pair_result(images, mixed, targets, index, (~inside).to(images.dtype), params["lam"],
-                                {**params, **extra}, partner_warp=warp)
+                                {**params, **extra}, partner_warp=warp, partner_box=warp.dst)
 
 
 @register_mixer
@@ -195,6 +182,7 @@ class SMMix(MaxMinSquareMixer):
     summary = "paste the partner's max-attention token square over the own min-attention square; area label"
     reference = "Chen et al., SMMix: Self-Motivated Image Mixing for Vision Transformers, ICCV 2023"
     needs = ("attention",)
+    model_kind = "vit"
 
     def context_help(self) -> str:
         return ("pass attention= (patch-to-patch attention of the unmixed batch, (B, N) or (B, h, w), from "
@@ -219,7 +207,35 @@ class SMMix(MaxMinSquareMixer):
         return maps, extra
 
 
-# ------------------------------------------------------------------------------------ trainer-side losses
+# ------------------------------------------------------------------------------------ training: the losses
+class SquareMixHooks(TrainingHooks):
+    """The training extras of SMMix, TdAttenMix and GazeMix (official ``engine.py``, all weights 1).
+
+    On token-square batches (``params["use_square"]``; the Mixup batches of the switch get the soft CE only): the
+    consistency term :func:`consistency_loss` against the model's eval-mode, no-grad logits on the clean batch
+    (the mixer's own forward when it ran one, ``params["clean_logits"]``), and, for ViTs, the fine-grained term
+    :func:`fine_grained_loss` of a linear token head (:meth:`token_head`) on the mean final patch token of each
+    region (:func:`region_token_means`).
+    """
+
+    def token_head(self, model: nn.Module, num_classes: int) -> nn.Module | None:
+        return nn.Linear(model.num_features, num_classes) if is_vit(model) else None
+
+    def request(self, result: MixResult) -> ForwardRequest:
+        if not result.params.get("use_square", False):
+            return ForwardRequest()
+        return ForwardRequest(teacher_logits=True, kept_teacher=result.params.get("clean_logits"), features=True)
+
+    def losses(self, out: ForwardOutputs) -> dict[str, Tensor]:
+        if not out.result.params.get("use_square", False):
+            return {}
+        losses = {"consistency": consistency_loss(out.logits, out.result, out.teacher_logits)}
+        if out.features is not None and out.token_head is not None:
+            own, pasted = region_token_means(out.features.float(), out.result, num_prefix_tokens(out.model))
+            losses["fine_grained"] = fine_grained_loss(out.token_head(own), out.token_head(pasted), out.result)
+        return losses
+
+
 def consistency_loss(mixed_logits: Tensor, result: MixResult, clean_logits: Tensor | None = None) -> Tensor:
     """SMMix/TdAttenMix consistency: ``KL(softmax(q) || softmax(z))``, ``q_i = lam_i p_i + (1 - lam_i) p_j``.
 

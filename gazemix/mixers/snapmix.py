@@ -25,13 +25,10 @@ import torch
 from torch import Tensor
 
 from gazemix.attention.cam import class_activation_map, grad_cam, normalise_cam
-from gazemix.attention.saliency import check_saliency_source, saliency_for_mixer
-from gazemix.contract import BoxWarp, Mixer, MixResult, check_pairing, check_range, sample_beta
+from gazemix.contract import BoxWarp, MixResult, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask, cutmix_boxes
+from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
-
-_SOURCES = ("cam", "grad_cam", "context", "gaze")
-
 
 def semantic_percent_map(maps: Tensor) -> Tensor:
     """SnapMix's SPM of ``(B, 1, H, W)`` maps: min-shifted and sum-normalised; a constant map becomes uniform."""
@@ -46,7 +43,7 @@ def box_mass(spm: Tensor, boxes: Tensor) -> Tensor:
 
 
 @register_mixer
-class SnapMix(Mixer):
+class SnapMix(SaliencyGuidedMixer):
     """Resize a partner box into an own box; labels are the CAM mass removed and pasted (need not sum to 1).
 
     Args:
@@ -62,32 +59,26 @@ class SnapMix(Mixer):
     name = "snapmix"
     summary = "resize a partner box into an own box, labels = CAM mass of each box"
     reference = "Huang, Wang, Tao, SnapMix: Semantically Proportional Mixing for Augmenting Fine-grained Data, AAAI 2021"
-    needs = ("model",)  # the default saliency source; an instance lists what its own source needs
-    content_independent = False
+    modes = ("batch", "elem")
+    saliency_sources = ("cam", "grad_cam", "context", "gaze")
 
     def __init__(self, *, beta: float = 5.0, prob: float = 1.0, mode: str = "batch", saliency_source: str = "cam",
                  official_same_label: bool = False, pairing: str = "randperm", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(saliency_source=saliency_source, **kwargs)
         check_range("beta", beta, 0.0, float("inf"), lo_open=True, hi_open=True)
         check_range("prob", prob, 0.0, 1.0)
-        if mode not in ("batch", "elem"):
+        if mode not in self.modes:
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
-        check_saliency_source(saliency_source, _SOURCES)
         check_pairing(pairing)
         self.beta, self.prob, self.mode, self.pairing = float(beta), float(prob), mode, pairing
-        self.saliency_source, self.official_same_label = saliency_source, bool(official_same_label)
-        self.needs = {"cam": ("model",), "grad_cam": ("model",), "context": ("saliency",), "gaze": ("gaze",)}[saliency_source]
-
-    def context_help(self) -> str:
-        return ("model= (a timm CNN: its CAM of the ground-truth class), or saliency=/gaze= (B, 1, H, W) with "
-                "saliency_source='context'/'gaze'")
+        self.official_same_label = bool(official_same_label)
 
     def _maps(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> Tensor:
         if self.saliency_source in ("cam", "grad_cam"):
             classes = targets.to(images.device)
             fn = class_activation_map if self.saliency_source == "cam" else grad_cam
             return fn(context["model"], images, classes)
-        return saliency_for_mixer(self.saliency_source, images, targets, dict(context), self.name)
+        return self.saliency(images, targets, context)
 
     def sample(self, images: Tensor, targets: Tensor, *, generator: torch.Generator, **context: Any) -> dict[str, Any]:
         b, hw = images.shape[0], tuple(images.shape[-2:])

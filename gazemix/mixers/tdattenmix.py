@@ -1,7 +1,8 @@
 """TdAttenMix (Wang, Gu, Lu, "TdAttenMix: Top-Down Attention Guided Mixup", AAAI 2025, arXiv 2501.15409).
 
-Only the paper's abstract was readable; the rules below follow the official code (``morning12138/AAAI2025_TdAttenMix``
-``tdattenmix.py``), which is SMMix (:mod:`gazemix.mixers.smmix`) with two changes:
+The rules below are those of the official code (``morning12138/AAAI2025_TdAttenMix`` ``tdattenmix.py``; what is
+confirmed and what is a choice: docs/methods/tdattenmix.md), which is SMMix (:mod:`gazemix.mixers.smmix`) with two
+changes:
 
 * the map that picks the squares is the **top-down attention** of the Top-down Attention Guided Module
   (:class:`gazemix.attention.topdown.TopDownViT`; official: a frozen AbSViT-B/16, ``tau = 1``), conditioned on
@@ -18,8 +19,11 @@ replaced by the partner's most-attended one (a translation, replayed on gaze map
 
 * ``"per_sample"`` (default): ``S_i`` from the **partner's** map on its pasted square, one ratio per pair —
   what the label rule means.
-* ``"official"``: bit-for-bit the released code: ``T`` and ``S`` summed over the whole batch (one ratio per batch)
-  and ``S`` read from the **own** map at the partner square's coordinates (an indexing slip in the code).
+* ``"official"``: the released code's rule: ``T`` and ``S`` summed over the whole batch (one ratio per batch) and
+  ``S`` read from the **own** map at the partner square's coordinates (an indexing slip in the code), with its
+  float32 arithmetic — window sums by ``unfold(...).sum(dim=1)`` and ``T``, ``S`` by summing the selected entries —
+  so exact ties (small thresholded maps) break as they break there. The same operations give the same values on
+  the same device and PyTorch build; the label is then combined as in every mode.
 
 Guards: when ``T + S = 0`` (all-zero maps: a constant similarity map is thresholded to 0) ``lam_attn`` falls back
 to ``lam_area``; any grid and image size work (see :mod:`gazemix.mixers.smmix`).
@@ -69,13 +73,14 @@ def attention_ratio(maps: Tensor, index: Tensor, own_sq: Tensor, src_sq: Tensor,
     ``maps`` ``(B, h, w)``; ``own_sq`` the replaced square of each own image, ``src_sq`` the pasted square in the
     partner's coordinates (both boolean ``(B, h, w)``). See the module docstring for the two modes.
     """
-    maps = maps.double()
-    t = (maps * ~own_sq).flatten(1).sum(1)
     if mode == "per_sample":
+        maps = maps.double()
+        t = (maps * ~own_sq).flatten(1).sum(1)
         s = (maps[index] * src_sq).flatten(1).sum(1)
-    elif mode == "official":
-        s = (maps * src_sq).flatten(1).sum(1).sum().expand_as(t)  # own map at the partner's coordinates, pooled
-        t = t.sum().expand_as(s)
+    elif mode == "official":  # float32 sums of the selected entries, batch-pooled, own map at the partner's squares
+        flat = maps.float().flatten(1)
+        t = flat[(~own_sq).flatten(1)].sum().expand(maps.shape[0])
+        s = flat[src_sq.flatten(1)].sum().expand_as(t)
     else:
         raise ValueError(f"ratio_mode must be one of {RATIO_MODES}, got {mode!r}")
     den = t + s
@@ -87,7 +92,8 @@ class TdAttenMix(MaxMinSquareMixer):
     """Top-down attention guided max-min square mixing; label ½ area + ½ attention (official code).
 
     Args:
-        ratio_mode: ``"per_sample"`` (default) or ``"official"`` (batch-pooled, own-map indexing as released).
+        ratio_mode: ``"per_sample"`` (default) or ``"official"`` (batch-pooled, own-map indexing and float32 sums as
+            released).
         attn_weight: weight of ``lam_attn`` in the label (official 0.5).
         balance: weight of the top-down map against the bottom-up ``attention=`` (1: top-down only, official).
         gaze_weight: weight of human ``gaze=`` in the top-down map: 0 (default, the official method) ignores gaze;
@@ -103,6 +109,7 @@ class TdAttenMix(MaxMinSquareMixer):
                "label ½ area + ½ attention")
     reference = "Wang, Gu, Lu, TdAttenMix: Top-Down Attention Guided Mixup, AAAI 2025 (arXiv 2501.15409)"
     needs = ("model",)
+    uses_patch_grid = True
 
     def __init__(self, *, ratio_mode: str = "per_sample", attn_weight: float = 0.5, balance: float = 1.0,
                  gaze_weight: float = 0.0, threshold: float | None = 0.7, patch_size: int = 16, **kwargs: Any) -> None:
@@ -117,13 +124,23 @@ class TdAttenMix(MaxMinSquareMixer):
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
         self.ratio_mode, self.attn_weight, self.balance = ratio_mode, float(attn_weight), float(balance)
+        self._float32_windows = ratio_mode == "official"
         self.gaze_weight, self.threshold, self.patch_size = float(gaze_weight), threshold, patch_size
+        gaze_only = self.gaze_weight == 1 and self.balance == 1  # human gaze alone picks the squares
+        topdown = () if self.balance == 0 else ("gaze",) if self.gaze_weight == 1 else ("model",)
+        self.needs = topdown + (("attention",) if self.balance < 1 else ())
+        self.content_independent = gaze_only
+        self.model_kind = None if gaze_only else "vit"
+
+    @property
+    def reads_gaze(self) -> bool:
+        return self.gaze_weight > 0 and self.balance > 0
 
     def context_help(self) -> str:
         return ("pass model= (a gazemix.attention.TopDownViT with your weights, the timm ViT being trained, or a "
                 "callable (images, labels) -> (B, h, w)), or topdown= a (B, h, w) map, or gaze= (B, 1, H, W) human "
-                "gaze with gaze_weight > 0; with balance < 1 also attention= (the trained model's class-token "
-                "attention)")
+                "gaze with gaze_weight > 0 (gaze_weight=1: human gaze alone, no model); with balance < 1 also "
+                "attention= (the trained model's class-token attention)")
 
     def _uses_gaze(self, context: Mapping[str, Any]) -> bool:
         return context.get("gaze") is not None and self.gaze_weight > 0

@@ -13,23 +13,26 @@ token instead of ``K`` class scores (same result, exact). Attention comes from
 :class:`gazemix.attention.vit.AttentionHook` on every block, in the same forward.
 
 The aligner works with any two-source gazemix result (a token's initial own share is the mean of the mask over
-its pixels), so a trainer can also enable it with other mixers.
+its pixels), so a trainer can also enable it with other mixers. :class:`TLAlign`'s training hooks
+(:class:`TokenAlignHooks`) run the training forward inside :meth:`TokenLabelAligner.track`, so the class token's
+aligned label replaces the area label.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from typing import Any, ContextManager, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from gazemix.attention.vit import AttentionHook, grid_mass, num_prefix_tokens, token_edges, vit_blocks
-from gazemix.contract import MixResult, Mixer, MixerInputError, blend, check_pairing, check_range, sample_beta
+from gazemix.attention.vit import AttentionHook, grid_mass, num_prefix_tokens, token_edges, token_grid, vit_blocks
+from gazemix.contract import (MixResult, Mixer, MixerInputError, TrainingHooks, blend, check_pairing, check_range,
+                              sample_beta)
 from gazemix.mixers.boxes import cutmix_boxes
 from gazemix.registry import register_mixer
 
-__all__ = ["AlignedLabels", "TLAlign", "TokenLabelAligner", "align_step"]
+__all__ = ["AlignedLabels", "TLAlign", "TokenAlignHooks", "TokenLabelAligner", "align_step"]
 
 
 def align_step(labels: Tensor, attention: Tensor) -> Tensor:
@@ -55,6 +58,8 @@ class TLAlign(Mixer):
     name = "tlalign"
     summary = "token-aligned CutMix; labels propagated through the ViT's attention (TokenLabelAligner)"
     reference = "Xiao et al., Token-Label Alignment for Vision Transformers, ICCV 2023"
+    modes = ("batch", "elem")
+    uses_patch_grid = True
 
     def __init__(self, *, patch_size: int = 16, alpha: float = 1.0, mode: str = "batch", pairing: str = "flip",
                  **kwargs: Any) -> None:
@@ -62,7 +67,7 @@ class TLAlign(Mixer):
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
         check_range("alpha", alpha, 0.0, float("inf"), lo_open=True, hi_open=True)
-        if mode not in ("batch", "elem"):
+        if mode not in self.modes:
             raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
         check_pairing(pairing)
         self.patch_size, self.alpha, self.mode, self.pairing = patch_size, float(alpha), mode, pairing
@@ -73,6 +78,9 @@ class TLAlign(Mixer):
         n = 1 if self.mode == "batch" else b
         token_boxes = cutmix_boxes(grid, sample_beta(self.alpha, n, generator), generator).expand(b, 4)
         return {"grid": grid, "token_boxes": token_boxes, "index": self.partners(b, generator, self.pairing, context)}
+
+    def training_hooks(self, *, auxiliary_losses: bool = True) -> TrainingHooks:
+        return TokenAlignHooks()
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         dev, (h, w) = images.device, images.shape[-2:]
@@ -88,7 +96,7 @@ class TLAlign(Mixer):
         area = (y2 - y1) * (x2 - x1)  # the pasted box, in pixels
         lam = (1.0 - area.double() / (h * w)).float()
         return self.pair_result(images, mixed, targets, index, ~inside, lam,
-                                {**params, "soft": self.soft(targets, dev)})
+                                {**params, "soft": self.soft(targets, dev)}, partner_box=torch.stack([y1, x1, y2, x2], 1))
 
 
 class TokenLabelAligner:
@@ -140,9 +148,8 @@ class TokenLabelAligner:
 
         def step(_: int, attention: Tensor) -> None:
             if labels.coef is None:
-                n = attention.shape[-1] - self.prefix
-                gh = max(1, round((n * result.images.shape[-2] / result.images.shape[-1]) ** 0.5))
-                labels.coef = self.initial_coefficients(result, (gh, n // gh)).to(attention.device)
+                grid = token_grid(self.model, attention.shape[-1] - self.prefix, tuple(result.images.shape[-2:]))
+                labels.coef = self.initial_coefficients(result, grid).to(attention.device)
             labels.coef = align_step(labels.coef, attention)
 
         with AttentionHook(self.model, blocks=range(self.depth), keep=False, callback=step):
@@ -170,3 +177,13 @@ class AlignedLabels:
         c = self.coef[:, 0]
         soft = self.soft.to(c.device, torch.float32)
         return c[:, :1] * soft[self.result.own_index] + c[:, 1:] * soft[self.result.index]
+
+
+class TokenAlignHooks(TrainingHooks):
+    """TL-Align's model side in training: the training forward runs inside :meth:`TokenLabelAligner.track`, and the
+    class token's aligned label is the target (no extra loss, no extra forward)."""
+
+    tracks_targets = True
+
+    def track_targets(self, model: nn.Module, result: MixResult) -> ContextManager[AlignedLabels]:
+        return TokenLabelAligner(model).track(result)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from gazemix.attention.vit import num_prefix_tokens, token_edges
 from gazemix.contract import Mixer, MixerInputError, MixResult, check_pairing, check_range, sample_beta
-from gazemix.mixers.smmix import check_index
+from gazemix.models import eval_no_grad
 from gazemix.registry import register_mixer
 
 __all__ = ["TokenMix", "block_token_masks", "random_token_masks", "teacher_label_maps"]
@@ -99,13 +99,8 @@ def teacher_label_maps(model: nn.Module, images: Tensor, targets: Tensor) -> Ten
         raise MixerInputError(f"model= {type(model).__name__} needs forward_features and a linear classifier "
                               "(get_classifier()); or pass label_maps= (B, h, w) teacher maps of the "
                               "ground-truth class")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            feats = model.forward_features(images)
-    finally:
-        model.train(was_training)
+    with eval_no_grad(model):
+        feats = model.forward_features(images)
     if feats.ndim == 3:
         prefix = num_prefix_tokens(model)
         tokens = head(feats[:, prefix:])  # (B, N, K)
@@ -152,6 +147,7 @@ class TokenMix(Mixer):
     reference = "Liu et al., TokenMix: Rethinking Image Mixing for Data Augmentation in Vision Transformers, ECCV 2022"
     content_independent = False
     needs = ("model",)
+    uses_patch_grid = True
 
     def __init__(self, *, patch_size: int = 16, mask_type: str = "block", cutmix_alpha: float = 1.0,
                  lam_constant: float | None = None, extra_tokens: int = 0, teacher_labels: bool = True,
@@ -172,20 +168,17 @@ class TokenMix(Mixer):
         self.patch_size, self.mask_type, self.cutmix_alpha = patch_size, mask_type, float(cutmix_alpha)
         self.lam_constant, self.extra_tokens, self.teacher_labels = lam_constant, extra_tokens, bool(teacher_labels)
         self.switch_prob, self.mixup_alpha, self.pairing = float(switch_prob), float(mixup_alpha), pairing
+        self.needs = ("model",) if self.teacher_labels else ()
+        self.content_independent = not self.teacher_labels
+        self.model_kind = "any" if self.teacher_labels else None
 
     def context_help(self) -> str:
         return ("pass model= (a teacher: a timm ViT or CNN with a linear classifier) or label_maps= (B, h, w) teacher "
                 "maps of each image's ground-truth class; or build the mixer with teacher_labels=False")
 
-    def __call__(self, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None,
-                 **context: Any) -> MixResult:
+    def check_context(self, images: Tensor, targets: Tensor, context: Mapping[str, Any]) -> None:
         if self.teacher_labels and context.get("model") is None and context.get("label_maps") is None:
             raise MixerInputError(f"{self.name} needs model= or label_maps= in the call: {self.context_help()}")
-        self.check_inputs(images, targets)
-        check_index(images, context)
-        params = self.sample(images, targets, generator=generator if generator is not None else self.generator,
-                             **context)
-        return self.apply(images, targets, params)
 
     def grid(self, hw: tuple[int, int]) -> tuple[int, int]:
         return max(1, hw[0] // self.patch_size), max(1, hw[1] // self.patch_size)

@@ -75,7 +75,9 @@ class TransMix(Mixer):
     summary = "Mixup/CutMix switch; CutMix label = class-token attention mass on the pasted patches (after the forward)"
     reference = "Chen et al., TransMix: Attend to Mix for Vision Transformers, CVPR 2022"
     content_independent = False
+    model_kind = "vit"
     relabels_after_forward = True
+    modes = ("batch", "elem")
 
     def __init__(self, *, area_weight: float = 0.0, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
                  switch_prob: float = 0.8, prob: float = 1.0, mode: str = "batch", pairing: str = "flip",

@@ -33,14 +33,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a gazemix training checkpoint, refusing missing, truncated or foreign files."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"--resume {path}: no such file (a run writes last.pt and best.pt in its --out folder)")
+        raise CheckpointError(f"checkpoint {path}: no such file (a training run writes last.pt and best.pt in its "
+                              f"output folder)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"--resume {path}: the file is corrupt or not a PyTorch checkpoint "
+        raise CheckpointError(f"checkpoint {path}: the file is corrupt or not a PyTorch checkpoint "
                               f"({type(err).__name__}: {err}); resume from best.pt or start a new run") from err
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"--resume {path}: not a gazemix training checkpoint (missing {', '.join(missing)}); "
-                              f"to start from weights only, pass it as --pretrained-path")
+        raise CheckpointError(f"checkpoint {path}: not a gazemix training checkpoint (missing {', '.join(missing)}); "
+                              f"to start from its weights only, pass it as pretrained weights instead of resuming")
     return state

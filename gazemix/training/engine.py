@@ -3,17 +3,19 @@
 Per training batch (order of the official TransMix / SMMix / TdAttenMix ``engine.py``):
 
 1. the batch crop/flip (gaze maps follow the pixels) and the mixer's context: ``epoch``, human ``gaze`` maps when
-   the data set has them, and the ``model`` being trained when the mixer reads it (TdAttenMix's top-down map,
-   SMMix's clean-batch attention, CAM-based mixers);
-2. ``result = mixer(images, labels, generator=g, **context)``;
+   the data set has them (also as ``saliency`` for mixers that need one), and the ``model`` being trained when the
+   mixer reads it;
+2. ``result = mixer(images, labels, generator=g, **context)``; the mixer's training hooks
+   (:class:`~gazemix.contract.TrainingHooks`) say what this batch needs from the forward
+   (:class:`~gazemix.contract.ForwardRequest`): eval-mode no-grad teacher logits of the clean batch (taken from the
+   mixer's own read-out when it ran one, so no extra forward is spent unless it ran none), the clean batch in the
+   same training forward, the final features;
 3. the training forward on ``result.images`` (bfloat16 autocast on CUDA); mixers that relabel after the forward
-   (TransMix, MixPro) get the last block's class-token attention of *that same pass* (a hook, no second
-   forward): ``result = mixer.relabel(result, attention=..., logits=...)``; with TL-Align the targets are the
-   class token's label carried through every block's attention of that same forward (Xiao et al., ICCV 2023);
-4. loss = soft-target CE; on SMMix/TdAttenMix token-square batches also the consistency KL and, for ViTs, the
-   fine-grained loss. Their teacher logits (eval mode, no grad, clean batch) come from the mixer's own forward when
-   it ran one (SMMix keeps them; TdAttenMix's top-down read-out runs ``forward_features``, whose final tokens are
-   captured and put through the head), so no extra forward is spent unless the mixer ran none (GazeMix).
+   (TransMix, MixPro) get the last block's class-token attention of *that same pass* (a hook, no second forward):
+   ``result = mixer.relabel(result, attention=..., logits=...)``; hooks that track targets (TL-Align) wrap the
+   forward and supply the targets;
+4. loss = soft-target CE plus the hooks' extra terms (:meth:`~gazemix.contract.TrainingHooks.losses`), one
+   backward, clipping, the optimiser step, then the hooks' own update (:meth:`~gazemix.contract.TrainingHooks.after_step`).
 """
 
 from __future__ import annotations
@@ -29,24 +31,24 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from gazemix.attention.vit import AttentionHook
-from gazemix.contract import Mixer, MixResult, soft_targets
-from gazemix.learned.base import LearnedMixer
-from gazemix.mixers.tlalign import TLAlign, TokenLabelAligner, align_step
+from gazemix.contract import ForwardOutputs, ForwardRequest, Mixer, MixResult, TrainingHooks, soft_target_ce, soft_targets
+from gazemix.models import eval_no_grad
 from gazemix.training.data import BatchAugment
 from gazemix.training.distributed import DistInfo, all_reduce_sum
-from gazemix.training.losses import soft_target_ce, square_mix_losses
 
 __all__ = ["Classifier", "StepOutput", "Trainer", "evaluate"]
 
 
 class Classifier(nn.Module):
-    """The timm backbone plus, for SMMix/TdAttenMix on ViTs, the linear token head (one module for DDP).
+    """The timm backbone plus the module a mixer's training hooks asked for (e.g. SMMix's linear token head), one
+    module for DDP.
 
-    ``forward(x, tokens=False)`` returns ``(logits, final_tokens or None)``; with ``tokens=True`` the final tokens
-    ``(B, P + N, D)`` come from the same forward (``forward_features`` then ``forward_head``).
+    ``forward(x, tokens=False)`` returns ``(logits, final features or None)``; with ``tokens=True`` the final
+    features (ViT tokens ``(B, P + N, D)``, a CNN's map ``(B, C, h, w)``) come from the same forward
+    (``forward_features`` then ``forward_head``).
     """
 
-    def __init__(self, backbone: nn.Module, token_head: nn.Linear | None = None) -> None:
+    def __init__(self, backbone: nn.Module, token_head: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.token_head = token_head
@@ -100,7 +102,8 @@ class Trainer:
         generator: the only source of augmentation and mixing randomness.
         clip_grad: max gradient norm, or ``None``.
         amp: bfloat16 autocast on CUDA.
-        square_losses: add SMMix/TdAttenMix's consistency and fine-grained terms on their square batches.
+        square_losses: keep the optional auxiliary loss terms of the mixer's training hooks
+            (``Mixer.training_hooks(auxiliary_losses=...)``).
     """
 
     def __init__(self, model: nn.Module, core: Classifier, mixer: Mixer | None, optimizer: torch.optim.Optimizer,
@@ -111,113 +114,120 @@ class Trainer:
         self.optimizer, self.scheduler, self.augment = optimizer, scheduler, augment
         self.num_classes, self.label_smoothing = num_classes, label_smoothing
         self.generator, self.clip_grad, self.device = generator, clip_grad, device
-        self.square_losses = square_losses
         self.amp = amp and device.type == "cuda"
+        self.hooks = mixer.training_hooks(auxiliary_losses=square_losses) if mixer is not None else TrainingHooks()
         needs = set(mixer.needs) if mixer is not None else set()
         self.pass_model = bool(needs & {"model", "attention"})
         self.relabels = mixer is not None and mixer.relabels_after_forward
         self.vit = hasattr(core.backbone, "num_prefix_tokens") and hasattr(core.backbone, "norm")
-        self.hook = AttentionHook(core.backbone) if self.relabels else None
-        self.aligner = TokenLabelAligner(core.backbone) if isinstance(mixer, TLAlign) else None
-        self.learned = mixer if isinstance(mixer, LearnedMixer) else None  # AutoMix, TransformMix: own losses/update
+        self.attention = AttentionHook(core.backbone) if self.relabels else None
         self.updates = 0
 
     def _autocast(self) -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
-    def _teacher_logits(self, images: Tensor, result: MixResult, captured: _FinalTokens | None) -> Tensor:
+    # -- the step, in its four parts --
+    def step(self, images: Tensor, labels: Tensor, gaze: Tensor | None, epoch: int) -> StepOutput:
+        """One optimiser step on a batch: mix, forward, losses, update. Returns the detached loss and its terms."""
+        if self.mixer is None:
+            targets = soft_targets(labels, self.num_classes, self.label_smoothing).to(images.device)
+            with self._autocast():
+                logits, _ = self.model(images)
+            loss = soft_target_ce(logits.float(), targets)
+            parts = {"ce": loss.detach()}
+        else:
+            result, request, teacher = self._mix(images, labels, gaze, epoch)
+            out, targets = self._forward(images, labels, result, request, teacher)
+            loss, parts = self._losses(out, targets)
+        self._update(self._keep_token_head(loss))
+        return StepOutput(loss.detach(), parts)
+
+    def _mix(self, images: Tensor, labels: Tensor, gaze: Tensor | None,
+             epoch: int) -> tuple[MixResult, ForwardRequest, Tensor | None]:
+        """The mixer call with its context, what the batch asks of the forward, and the teacher logits it needs."""
+        context: dict[str, Any] = {"epoch": epoch}
+        if gaze is not None:
+            context["gaze"] = gaze
+            if "saliency" in self.mixer.needs:  # human gaze as the saliency of saliency-guided mixers
+                context["saliency"] = gaze
+        if self.pass_model:
+            context["model"] = self.core.backbone
+        with (_FinalTokens(self.core.backbone) if self.pass_model and self.vit else nullcontext()) as captured, \
+                (self._autocast() if self.pass_model else nullcontext()):  # the mixer's model read-outs in bf16
+            result = self.mixer(images, labels, generator=self.generator, **context)
+        request = self.hooks.request(result)
+        teacher = self._teacher_logits(images, request, captured) if request.teacher_logits else None
+        return result, request, teacher
+
+    def _teacher_logits(self, images: Tensor, request: ForwardRequest, captured: _FinalTokens | None) -> Tensor:
         """Eval-mode, no-grad clean-batch logits: kept by the mixer, from its captured read-out, or a new forward."""
-        kept = result.params.get("clean_logits")
-        if kept is not None:
-            return kept.float()
+        if request.kept_teacher is not None:
+            return request.kept_teacher.float()
         backbone = self.core.backbone
-        was_training = backbone.training
-        backbone.eval()
-        with torch.no_grad(), self._autocast():
+        with eval_no_grad(backbone), self._autocast():
             if captured is not None and captured.tokens is not None and captured.tokens.shape[0] == images.shape[0]:
                 logits = backbone.forward_head(captured.tokens)
             else:
                 logits = backbone(images)
-        backbone.train(was_training)
         return logits.float()
 
-    def _aligned_forward(self, result: MixResult) -> tuple[Tensor, Tensor]:
-        """TL-Align: the training forward with every block hooked; returns logits and the aligned targets."""
-        backbone, state = self.core.backbone, {}
-        grid = tuple(int(g) for g in backbone.patch_embed.grid_size)
-
-        def on_block(_: int, attention: Tensor) -> None:
-            coef = state.get("coef")
-            if coef is None:
-                coef = self.aligner.initial_coefficients(result, grid).to(attention.device)
-            state["coef"] = align_step(coef, attention)
-
-        with AttentionHook(backbone, blocks=range(self.aligner.depth), keep=False, callback=on_block), \
-                self._autocast():
-            logits, _ = self.model(result.images)
-        c = state["coef"][:, 0].float()
-        soft = result.params["soft"].to(c.device, torch.float32)
-        return logits, c[:, :1] * soft[result.own_index] + c[:, 1:] * soft[result.index]
-
-    def step(self, images: Tensor, labels: Tensor, gaze: Tensor | None, epoch: int) -> StepOutput:
-        result, square = None, False
-        if self.mixer is None:
-            images_in = images
-            targets = soft_targets(labels, self.num_classes, self.label_smoothing).to(images.device)
-        else:
-            context: dict[str, Any] = {"epoch": epoch}
-            if gaze is not None:
-                context["gaze"] = gaze
-                if "saliency" in self.mixer.needs:  # human gaze as the saliency of saliency-guided mixers
-                    context["saliency"] = gaze
-            if self.pass_model:
-                context["model"] = self.core.backbone
-            with (_FinalTokens(self.core.backbone) if self.pass_model and self.vit else nullcontext()) as captured, \
-                    (self._autocast() if self.pass_model else nullcontext()):  # the mixer's model read-outs in bf16
-                result = self.mixer(images, labels, generator=self.generator, **context)
-            images_in, targets = result.images, result.targets
-            square = self.square_losses and bool(result.params.get("use_square", False))
-            clean_logits = self._teacher_logits(images, result, captured) if square else None
-        fine = square and self.core.token_head is not None
-        joint = self.learned is not None and self.learned.wants_clean_logits  # clean batch in the same forward
-        if self.aligner is not None:
+    def _forward(self, images: Tensor, labels: Tensor, result: MixResult, request: ForwardRequest,
+                 teacher: Tensor | None) -> tuple[ForwardOutputs, Tensor]:
+        """The training forward on the mixed batch (and what the request adds); then the relabel. Returns what the
+        hooks' losses read, and the targets."""
+        clean = features = None
+        if self.hooks.tracks_targets:
             logits, targets = self._aligned_forward(result)
-            tokens = None
         else:
-            with self._autocast(), (self.hook if self.relabels else nullcontext()) as hook:
-                logits, tokens = self.model(torch.cat([images_in, images]) if joint else images_in, tokens=fine)
-            if joint:
-                logits, clean_q = logits[:images_in.shape[0]], logits[images_in.shape[0]:].float()
+            n = result.images.shape[0]
+            batch = torch.cat([result.images, images]) if request.clean_logits else result.images
+            with self._autocast(), (self.attention if self.relabels else nullcontext()) as hook:
+                logits, features = self.model(batch, tokens=request.features)
+            if request.clean_logits:  # the clean batch went through the same forward
+                logits, clean = logits[:n], logits[n:].float()
+                features = None if features is None else features[:n]
+            targets = result.targets
         logits = logits.float()
         if self.relabels:
             result = self.mixer.relabel(result, attention=hook.cls_attention(), logits=logits.detach())
             targets = result.targets
-        loss = soft_target_ce(logits, targets)
+        out = ForwardOutputs(images=images, labels=labels, result=result, logits=logits, model=self.core.backbone,
+                             clean_logits=clean, teacher_logits=teacher, features=features,
+                             token_head=self.core.token_head, autocast=self._autocast)
+        return out, targets
+
+    def _aligned_forward(self, result: MixResult) -> tuple[Tensor, Tensor]:
+        """The training forward inside the hooks' target tracker (TL-Align): the logits and the tracked targets."""
+        with self.hooks.track_targets(self.core.backbone, result) as tracked, self._autocast():
+            logits, _ = self.model(result.images)
+        return logits, tracked.targets
+
+    def _losses(self, out: ForwardOutputs, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Soft-target CE plus the hooks' extra terms; the total and each term, detached."""
+        loss = soft_target_ce(out.logits, targets)
         parts = {"ce": loss.detach()}
-        if self.learned is not None:
-            with self._autocast():
-                extra = self.learned.extra_losses(images, labels, result, clean_logits=clean_q if joint else None)
-            for name, value in extra.items():
-                parts[name] = value.detach()
-                loss = loss + value.float()
-        if square:
-            extra = square_mix_losses(result, logits, clean_logits, tokens=tokens, token_head=self.core.token_head,
-                                      num_prefix_tokens=int(getattr(self.core.backbone, "num_prefix_tokens", 0)))
-            for name, value in extra.items():
-                parts[name] = value.detach()
-                loss = loss + value
-        if self.core.token_head is not None and not fine:  # keep the head in the graph: DDP expects every parameter
-            loss = loss + 0.0 * sum(p.sum() for p in self.core.token_head.parameters())
+        for name, value in self.hooks.losses(out).items():
+            parts[name] = value.detach()
+            loss = loss + value.float()
+        return loss, parts
+
+    def _keep_token_head(self, loss: Tensor) -> Tensor:
+        """Add the token head to the graph with weight 0 (DDP expects a gradient for every parameter on every step,
+        also on steps whose losses did not use the head); the loss and every gradient are unchanged."""
+        if self.core.token_head is None:
+            return loss
+        return loss + 0.0 * sum(p.sum() for p in self.core.token_head.parameters())
+
+    def _update(self, loss: Tensor) -> None:
+        """Backward, clipping, the optimiser step, the hooks' own update, the schedule."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
         self.optimizer.step()
-        if self.learned is not None:
-            self.learned.after_step()
+        self.hooks.after_step()
         self.updates += 1
         self.scheduler.step_update(num_updates=self.updates)
-        return StepOutput(loss.detach(), parts)
 
     def train_epoch(self, loader: Iterable, epoch: int, info: DistInfo, *, max_steps: int | None = None,
                     quiet: bool = False, log_every: int = 20) -> dict[str, float]:
@@ -238,12 +248,12 @@ class Trainer:
                 loss = float(out.loss)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {k + 1}: "
-                                             f"lower --lr or set --clip-grad")
+                                             f"lower the learning rate or clip the gradients")
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         total = all_reduce_sum(total, info)
         if not math.isfinite(float(total[0])):
-            raise FloatingPointError(f"the training loss became {float(total[0])} in epoch {epoch + 1}: lower --lr or "
-                                     f"set --clip-grad")
+            raise FloatingPointError(f"the training loss became {float(total[0])} in epoch {epoch + 1}: lower the "
+                                     f"learning rate or clip the gradients")
         return {"train_loss": float(total[0] / total[1]) if total[1] > 0 else math.nan,
                 "gaze_empty_crops": int(total[2])}
 

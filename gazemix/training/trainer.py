@@ -1,19 +1,20 @@
 """``train(config)``: one training run end to end, single process or under ``torchrun``.
 
 Writes to ``config.out`` (rank 0 only): ``config.json`` (every setting, resolved), ``metrics.csv`` (one row
-appended per epoch), ``curves.png``, ``last.pt`` and ``best.pt``; learned mixers (AutoMix, TransformMix) also
-``mixer.pt``, their own weights, which ``--mixer-opt checkpoint=<out>/mixer.pt`` reloads.
+appended per epoch), ``curves.png``, ``last.pt`` and ``best.pt``; a mixer with training state of its own (the
+learned mixers) saves it there too through its training hooks (``mixer.pt``, which the mixer option
+``checkpoint=<out>/mixer.pt`` reloads).
 """
 
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import math
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,15 @@ from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from gazemix.cli._util import resolve_device
 from gazemix.contract import Mixer
-from gazemix.learned.base import LearnedMixer
-from gazemix.mixers.smmix import MaxMinSquareMixer
-from gazemix.mixers.tdattenmix import TdAttenMix
+from gazemix.device import resolve_device
+from gazemix.models import ModelError, build_model, check_model_name, is_vit, load_pretrained
 from gazemix.registry import create_mixer, mixer_class
 from gazemix.training import distributed
 from gazemix.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gazemix.training.config import TrainConfig, resolve_recipe
 from gazemix.training.data import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, DataError, TrainData, build_data
 from gazemix.training.engine import Classifier, Trainer, evaluate
-from gazemix.training.model import ModelError, build_model, check_model_name, is_vit, load_pretrained
 
 __all__ = ["METRIC_COLUMNS", "build_mixer", "token_head_for", "train"]
 
@@ -52,26 +50,23 @@ def build_mixer(name: str, backbone: torch.nn.Module, num_classes: int, *, has_g
                 seed: int = 0, options: dict[str, Any] | None = None) -> Mixer | None:
     """The mixer registered as ``name`` (``"none"``: no mixing) set up for ``backbone``.
 
-    Mixers that work on a patch grid get the ViT's patch size unless ``options`` sets one; a mixer that needs a
-    ViT's attention on a CNN, or human gaze on a data set without it, is refused with what to use instead.
+    Mixers laid on a token grid (``uses_patch_grid``) get the ViT's patch size unless ``options`` sets one; a mixer
+    that reads a ViT (``model_kind == "vit"``, or a relabel from the ViT's attention) on a CNN, or human gaze on a
+    data set without it, is refused with what to use instead.
     """
     if name.lower() == "none":
         return None
     cls = mixer_class(name)
     vit = is_vit(backbone)
-    model = type(backbone).__name__
     options = dict(options or {})
-    if vit and any("patch_size" in inspect.signature(c.__init__).parameters for c in cls.__mro__[:-1]):
+    if vit and cls.uses_patch_grid:
         options.setdefault("patch_size", int(backbone.patch_embed.patch_size[0]))  # mix on the model's token grid
     mixer = create_mixer(cls.name, num_classes=num_classes, label_smoothing=label_smoothing, seed=seed, **options)
-    if not vit and ("attention" in mixer.needs or mixer.relabels_after_forward):
-        raise ModelError(f"mixer {cls.name!r} reads the attention of a Vision Transformer, but the model is a {model}: "
-                         f"use a timm ViT/DeiT (e.g. deit_tiny_patch16_224) or a mixer that works with CNNs (mixup, "
-                         f"cutmix, switch, fmix, resizemix; snapmix/attentivemix use a CAM)")
-    if not vit and isinstance(mixer, TdAttenMix) and not (has_gaze and mixer.gaze_weight == 1):
-        raise ModelError(f"mixer {cls.name!r} reads its top-down map from a ViT's tokens (class-vector similarity), "
-                         f"but the model is a {model}: use a timm ViT/DeiT, or on a data set with gaze drive it by "
-                         f"human gaze alone with --mixer-opt gaze_weight=1 (or --mixer gazemix)")
+    if not vit and (mixer.model_kind == "vit" or mixer.relabels_after_forward):
+        raise ModelError(f"mixer {cls.name!r} reads the attention of a Vision Transformer, but the model is a "
+                         f"{type(backbone).__name__}: use a timm ViT/DeiT (e.g. deit_tiny_patch16_224) or a mixer that "
+                         f"works with CNNs (mixup, cutmix, switch, fmix, resizemix; snapmix/attentivemix use a CAM). "
+                         f"What {cls.name} reads: {mixer.context_help()}")
     missing = [k for k in mixer.needs if k in ("gaze", "saliency") and not has_gaze]
     if missing:
         raise DataError(f"mixer {cls.name!r} needs {missing[0]} maps, but the data set has no gaze")
@@ -79,11 +74,12 @@ def build_mixer(name: str, backbone: torch.nn.Module, num_classes: int, *, has_g
 
 
 def token_head_for(mixer: Mixer | None, backbone: torch.nn.Module, num_classes: int,
-                   square_losses: bool = True) -> torch.nn.Linear | None:
-    """SMMix/TdAttenMix's linear token head for their fine-grained loss (ViTs only), else ``None``."""
-    if square_losses and isinstance(mixer, MaxMinSquareMixer) and is_vit(backbone):
-        return torch.nn.Linear(backbone.num_features, num_classes)
-    return None
+                   square_losses: bool = True) -> torch.nn.Module | None:
+    """The extra module the mixer's training hooks want trained with ``backbone`` (e.g. a linear token head), or
+    ``None``; none without the auxiliary losses (``square_losses=False``)."""
+    if mixer is None:
+        return None
+    return mixer.training_hooks(auxiliary_losses=square_losses).token_head(backbone, num_classes)
 
 
 def _loader(ds: torch.utils.data.Dataset, cfg: TrainConfig, info: distributed.DistInfo, *, train: bool,
@@ -151,6 +147,27 @@ def train(config: TrainConfig, data: TrainData | None = None) -> dict[str, Any]:
         distributed.cleanup(info)
 
 
+@dataclass
+class _Run:
+    """Everything one run trains with (built in :func:`_build_run`, in the order that fixes its random draws)."""
+
+    cfg: TrainConfig
+    out: Path
+    data: TrainData
+    num_classes: int
+    mixer: Mixer | None
+    core: Classifier
+    model: torch.nn.Module
+    train_loader: DataLoader
+    val_loader: DataLoader
+    steps: int
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    generator: torch.Generator
+    augment: BatchAugment
+    trainer: Trainer
+
+
 def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | None) -> dict[str, Any]:
     check_model_name(config.model)  # names first: a typo must not wait for the data set
     if config.mixer.lower() != "none":
@@ -159,9 +176,30 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
     out = Path(cfg.out)
     if info.is_main:
         if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} exists and is not a folder")
+            raise ValueError(f"the output folder {out} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
+    run = _build_run(cfg, out, info, data)
+    start, best = 0, -math.inf
+    if cfg.resume:
+        start, best = _resume(cfg, run.core, run.trainer, run.num_classes)
+        _log(f"resumed from {cfg.resume} at epoch {start}", info, cfg.quiet)
+    run.trainer.hooks.setup(run.core.backbone, loader=run.train_loader, augment=run.augment,
+                            total_steps=cfg.epochs * run.steps, device=info.device, max_steps=cfg.max_steps,
+                            quiet=cfg.quiet or not info.is_main, state_dir=out, resume=bool(cfg.resume),
+                            start_step=run.trainer.updates)
+    if info.is_main:
+        _write_config(run, info)
+    _log(f"training {cfg.model} with mixer {cfg.mixer} on {run.data.description}: {cfg.epochs} epochs x {run.steps} "
+         f"steps, batch {cfg.batch_size} x {info.world_size}, lr {cfg.lr:.2e}, device {info.device}", info, cfg.quiet)
+    row: dict[str, float] = {}
+    for epoch in range(start, cfg.epochs):
+        row, best = _epoch(run, epoch, best, info)
+    return {**row, "best_top1": best, "out": str(out), "rank": info.rank}
+
+
+def _build_run(cfg: TrainConfig, out: Path, info: distributed.DistInfo, data: TrainData | None) -> _Run:
+    """The data, model, mixer (and the module its hooks want), loaders, optimiser, schedule and trainer."""
     if data is None:
         data = build_data(cfg.data, cfg.root, cfg.img_size, gaze_root=cfg.gaze_root, seed=cfg.seed,
                           demo_train=cfg.demo_train, demo_val=cfg.demo_val)
@@ -176,16 +214,14 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
         _log(f"loaded {cfg.pretrained_path}; newly initialised: {', '.join(left) or 'nothing'}", info, cfg.quiet)
     mixer = build_mixer(cfg.mixer, backbone, k, has_gaze=data.has_gaze, label_smoothing=cfg.label_smoothing,
                         seed=cfg.seed * 1000 + info.rank, options=cfg.mixer_options)
-    token_head = token_head_for(mixer, backbone, k, cfg.square_losses)
-    core = Classifier(backbone, token_head).to(info.device)
+    core = Classifier(backbone, token_head_for(mixer, backbone, k, cfg.square_losses)).to(info.device)
     model = DistributedDataParallel(core, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
         if info.enabled else core
-
     train_loader = _loader(data.train, cfg, info, train=True, seed=cfg.seed)
     val_loader = _loader(data.val, cfg, info, train=False, seed=cfg.seed)
     if len(train_loader) == 0:
         raise DataError(f"the train split of {data.description} has {len(data.train)} samples, fewer than one batch "
-                        f"of {cfg.batch_size} per process ({info.world_size} processes): lower --batch-size")
+                        f"of {cfg.batch_size} per process ({info.world_size} processes): use a smaller batch size")
     steps = len(train_loader) if cfg.max_steps is None else min(cfg.max_steps, len(train_loader))
     optimizer = create_optimizer_v2(core, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = CosineLRScheduler(optimizer, t_initial=max(1, (cfg.epochs - cfg.warmup_epochs) * steps),
@@ -197,57 +233,52 @@ def _train(config: TrainConfig, info: distributed.DistInfo, data: TrainData | No
     trainer = Trainer(model, core, mixer, optimizer, scheduler, augment, num_classes=k,
                       label_smoothing=cfg.label_smoothing, generator=generator, clip_grad=cfg.clip_grad,
                       amp=cfg.amp, device=info.device, square_losses=cfg.square_losses)
+    return _Run(cfg, out, data, k, mixer, core, model, train_loader, val_loader, steps, optimizer, scheduler,
+                generator, augment, trainer)
 
-    start, best = 0, -math.inf
-    if cfg.resume:
-        start, best = _resume(cfg, core, trainer, k)
-        _log(f"resumed from {cfg.resume} at epoch {start}", info, cfg.quiet)
-    if isinstance(mixer, LearnedMixer):  # AutoMix's momentum encoder and Mix Block, TransformMix's search phase
-        mixer.setup_training(core.backbone, loader=train_loader, augment=augment, total_steps=cfg.epochs * steps,
-                             device=info.device, max_steps=cfg.max_steps, quiet=cfg.quiet or not info.is_main,
-                             resume=out / "mixer.pt" if cfg.resume else None, start_step=trainer.updates)
+
+def _write_config(run: _Run, info: distributed.DistInfo) -> None:
+    """``config.json``: every setting, resolved, with the data set, the process layout and the versions."""
+    cfg = run.cfg
+    record = {**cfg.to_dict(), "num_classes": run.num_classes, "class_names": run.data.class_names,
+              "data_description": run.data.description, "world_size": info.world_size, "device": str(info.device),
+              "steps_per_epoch": run.steps, "mixer_config": None if run.mixer is None else run.mixer.config(),
+              "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}}
+    (run.out / "config.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def _epoch(run: _Run, epoch: int, best: float, info: distributed.DistInfo) -> tuple[dict[str, float], float]:
+    """Train and evaluate one epoch, write its row, curves and checkpoints; returns the row and the best top-1."""
+    cfg, out = run.cfg, run.out
+    # every random draw of an epoch is seeded from (seed, epoch[, rank]): a resumed run draws what it would have
+    run.train_loader.generator.manual_seed(_seed(cfg.seed, epoch))
+    run.generator.manual_seed(_seed(cfg.seed, epoch, info.rank, 1))  # crops and mixing
+    torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # drop-path, dropout (CPU and CUDA)
+    if isinstance(run.train_loader.sampler, DistributedSampler):
+        run.train_loader.sampler.set_epoch(epoch)
+    t0 = time.perf_counter()
+    train_stats = run.trainer.train_epoch(run.train_loader, epoch, info, max_steps=cfg.max_steps, quiet=cfg.quiet)
+    metrics = evaluate(run.model, run.val_loader, info, run.augment, amp=cfg.amp)
+    row = {"epoch": epoch + 1, **train_stats, **metrics, "lr": run.optimizer.param_groups[0]["lr"],
+           "epoch_seconds": time.perf_counter() - t0}
+    improved = metrics["top1"] > best
+    best = max(best, metrics["top1"])
     if info.is_main:
-        record = {**cfg.to_dict(), "num_classes": k, "class_names": data.class_names, "data_description":
-                  data.description, "world_size": info.world_size, "device": str(info.device),
-                  "steps_per_epoch": steps, "mixer_config": None if mixer is None else mixer.config(),
-                  "versions": {"torch": torch.__version__, "timm": timm.__version__,
-                               "python": platform.python_version()}}
-        (out / "config.json").write_text(json.dumps(record, indent=2, default=str))
-    _log(f"training {cfg.model} with mixer {cfg.mixer} on {data.description}: {cfg.epochs} epochs x {steps} steps, "
-         f"batch {cfg.batch_size} x {info.world_size}, lr {cfg.lr:.2e}, device {info.device}", info, cfg.quiet)
-
-    row: dict[str, float] = {}
-    for epoch in range(start, cfg.epochs):
-        # every random draw of an epoch is seeded from (seed, epoch[, rank]): a resumed run draws what it would have
-        train_loader.generator.manual_seed(_seed(cfg.seed, epoch))
-        generator.manual_seed(_seed(cfg.seed, epoch, info.rank, 1))  # crops and mixing
-        torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # drop-path, dropout (CPU and CUDA)
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
-        train_stats = trainer.train_epoch(train_loader, epoch, info, max_steps=cfg.max_steps, quiet=cfg.quiet)
-        metrics = evaluate(model, val_loader, info, augment, amp=cfg.amp)
-        train_loss = train_stats["train_loss"]
-        row = {"epoch": epoch + 1, **train_stats, **metrics, "lr": optimizer.param_groups[0]["lr"],
-               "epoch_seconds": time.perf_counter() - t0}
-        improved = metrics["top1"] > best
-        best = max(best, metrics["top1"])
-        if info.is_main:
-            _write_metrics(out / "metrics.csv", row)
-            _plot(out / "metrics.csv", out / "curves.png", f"{cfg.model} + {cfg.mixer} on {cfg.data}")
-            state = {"model": core.backbone.state_dict(),
-                     "token_head": None if core.token_head is None else core.token_head.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "updates": trainer.updates, "epoch": epoch + 1, "best_top1": best, "config": cfg.to_dict(),
-                     "num_classes": k}
-            save_checkpoint(state, out / "last.pt")
-            if isinstance(mixer, LearnedMixer):
-                mixer.save(out / "mixer.pt")
-            if improved:
-                save_checkpoint(state, out / "best.pt")
-        _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val loss {metrics['val_loss']:.4f}, "
-             f"top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}%", info, cfg.quiet)
-    return {**row, "best_top1": best, "out": str(out), "rank": info.rank}
+        _write_metrics(out / "metrics.csv", row)
+        _plot(out / "metrics.csv", out / "curves.png", f"{cfg.model} + {cfg.mixer} on {cfg.data}")
+        core = run.core
+        state = {"model": core.backbone.state_dict(),
+                 "token_head": None if core.token_head is None else core.token_head.state_dict(),
+                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                 "updates": run.trainer.updates, "epoch": epoch + 1, "best_top1": best, "config": cfg.to_dict(),
+                 "num_classes": run.num_classes}
+        save_checkpoint(state, out / "last.pt")
+        run.trainer.hooks.save(out)
+        if improved:
+            save_checkpoint(state, out / "best.pt")
+    _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_stats['train_loss']:.4f}, val loss "
+         f"{metrics['val_loss']:.4f}, top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}%", info, cfg.quiet)
+    return row, best
 
 
 def _resume(cfg: TrainConfig, core: Classifier, trainer: Trainer, num_classes: int) -> tuple[int, float]:
