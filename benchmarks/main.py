@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=10, help="timed runs per implementation (default 10; median)")
     p.add_argument("--device", default="all",
                    help="cpu, cuda, auto (cuda when present, else cpu) or all (default: cpu, plus cuda when present)")
-    p.add_argument("--mixers", default=None, help="comma-separated mixer names (default: every content-independent one)")
+    p.add_argument("--mixers", default=None, help="comma-separated mixer names (default: every content-independent one, and bc_plus)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (batch 8, 32 px) and one repeat: a smoke run")
     p.add_argument("--cub-gha", default="auto",
                    help="CUB-GHA folder (Fixation_run<k>.txt) for the gaze section: render every map, score pairs; "
@@ -195,7 +195,10 @@ def run(args: argparse.Namespace) -> int:
         saliency_rows += bench_saliency(cfg, device, log)
     gaze_rows: list[GazeRow] = []
     if cub_gha is not None:
-        mixers = sorted({r.mixer for r in mixer_rows})
+        from gazemix.registry import mixer_class
+
+        # gaze alone scores the mixers whose mask ignores pixels (not BC+)
+        mixers = sorted({r.mixer for r in mixer_rows if mixer_class(r.mixer).content_independent})
         gaze_rows = bench_gaze(cub_gha, mixers, pairs=200 if args.quick else args.pairs, size=cfg.size, log=log)
     header = (f"gazemix bench: batch {cfg.batch} x 3 x {cfg.size} x {cfg.size} float32, {cfg.repeats} repeats "
               f"(median), {machine_line()}")

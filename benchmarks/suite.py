@@ -1,4 +1,4 @@
-"""The gazemix benchmark suite: every content-independent mixer against timm, torchvision and the
+"""The gazemix benchmark suite: every content-independent mixer (and BC+) against timm, torchvision and the
 memory-bandwidth floor, and batched spectral-residual saliency against a per-image OpenCV loop (issue 9).
 
 Method (stated again in the table notes):
@@ -43,7 +43,9 @@ from gazemix.registry import create_mixer, list_mixers, mixer_class
 __all__ = ["BenchConfig", "MixerRow", "SaliencyRow", "bench_mixers", "bench_saliency", "floor_target", "machine_line"]
 
 FLOOR_TARGET = 2.0
-FLOOR_TARGETS = {("fmix", "elem"): 3.0}  # (mixer, mode) with a target other than FLOOR_TARGET (issue 17)
+# Kernel targets of issue 17 beside FLOOR_TARGET: FMix with per-sample masks, and BC+, which is timed although its
+# mix depends on pixels (its weight p comes from each image's standard deviation).
+FLOOR_TARGETS = {("fmix", "elem"): 3.0, ("bc_plus", "-"): 2.0}
 PEER_TOLERANCE = 1.05
 SALIENCY_TARGET = 10.0
 MODES = ("batch", "elem")
@@ -171,15 +173,17 @@ def peak_extra_mb(impl: Impl, device: torch.device) -> float:
 
 
 # ------------------------------------------------------------------------------------------- mixers
-def content_independent_mixers(selected: tuple[str, ...] | None) -> list[str]:
-    """Registered mixers whose mask depends on shapes only and that need no context."""
-    names = [m.name for m in list_mixers() if m.content_independent and not m.needs]
+def timed_mixers(selected: tuple[str, ...] | None) -> list[str]:
+    """Registered mixers that need no context and whose mask depends on shapes only, or that have a target in
+    :data:`FLOOR_TARGETS`; ``selected`` (names) narrows them down."""
+    targeted = {mixer for mixer, _ in FLOOR_TARGETS}
+    names = [m.name for m in list_mixers() if not m.needs and (m.content_independent or m.name in targeted)]
     if selected is None:
         return names
     unknown = sorted(set(selected) - set(names))
     if unknown:
-        raise ValueError(f"--mixers {', '.join(unknown)}: not registered content-independent mixers; "
-                         f"choose from {', '.join(names)}")
+        raise ValueError(f"--mixers {', '.join(unknown)}: not among the mixers the suite times (content-independent "
+                         f"ones and BC+); choose from {', '.join(names)}")
     return [n for n in names if n in selected]
 
 
@@ -232,7 +236,7 @@ def _judge(row: MixerRow) -> tuple[str, str]:
 
 
 def bench_mixers(cfg: BenchConfig, device: torch.device, log: Callable[[str], None] = lambda s: None) -> list[MixerRow]:
-    """Time every content-independent mixer (each mode) with its peers and the floor on ``device``."""
+    """Time every mixer of :func:`timed_mixers` (each mode) with its peers and the floor on ``device``."""
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     x = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=gen).to(device)
     x2 = x.flip(0).contiguous()
@@ -240,7 +244,7 @@ def bench_mixers(cfg: BenchConfig, device: torch.device, log: Callable[[str], No
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # timm draws from NumPy's global RNG, torchvision from torch's
     rows: list[MixerRow] = []
-    for name in content_independent_mixers(cfg.mixers):
+    for name in timed_mixers(cfg.mixers):
         for mode in mixer_modes(name):
             try:
                 opts = {} if mode == "-" else {"mode": mode}

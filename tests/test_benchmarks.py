@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.main import main as bench_main
 from benchmarks.main import targets_summary
-from benchmarks.suite import (Impl, MixerRow, SaliencyRow, _judge, columns, content_independent_mixers, floor_target,
+from benchmarks.suite import (Impl, MixerRow, SaliencyRow, _judge, columns, floor_target, timed_mixers,
                               machine_line, mixer_modes, peak_extra_mb, time_interleaved)
 from gazemix.cli import main as gazemix_main
 
@@ -31,8 +31,8 @@ def test_quick_run_writes_the_tables(tmp_path, capfd):
             "device", "mixer", "mode", "impl", "ms", "floor_ms", "x_floor", "x_best_peer", "peak_extra_mb",
             "target_met", "note"]
         rows = list(reader)
-    mixers = content_independent_mixers(None)
-    assert {"mixup", "cutmix"} <= set(mixers)
+    mixers = timed_mixers(None)
+    assert {"mixup", "cutmix", "fmix", "splicemix", "bc_plus"} <= set(mixers) and "saliencymix" not in mixers
     assert {r["mixer"] for r in rows} == set(mixers)  # every content-independent mixer has rows
     impls = {(r["mixer"], r["mode"], r["impl"]) for r in rows}
     assert {("mixup", "batch", "timm"), ("mixup", "batch", "torchvision"), ("mixup", "elem", "timm"),
@@ -56,7 +56,7 @@ def test_quick_gaze_section_on_a_tiny_cub_gha(tmp_path, capsys):
     lines = [f"{i},40,30,{5 + i},{7 + i},200,{20 - i},{15},300" for i in range(1, 7)]
     (gaze / "Fixation_run1.txt").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    assert bench_main(["--quick", "--device", "cpu", "--mixers", "mixup,cutmix", "--cub-gha", str(gaze),
+    assert bench_main(["--quick", "--device", "cpu", "--mixers", "mixup,cutmix,bc_plus", "--cub-gha", str(gaze),
                        "--out", str(out)]) == 0
     assert "render all gaze maps at 32x32" in capsys.readouterr().out
     with open(out / "bench_gaze.csv", newline="") as f:
@@ -65,6 +65,7 @@ def test_quick_gaze_section_on_a_tiny_cub_gha(tmp_path, capsys):
         rows = {r["task"]: r for r in reader}
     assert rows["read CUB-GHA run files"]["items"] == "6"
     assert {"score 200 pairs: mixup", "score 200 pairs: cutmix"} <= set(rows)
+    assert "score 200 pairs: bc_plus" not in rows  # timed as a kernel, but gaze alone cannot replay it
     assert all(r["target_met"] in ("yes", "no", "-") for r in rows.values())
 
 
@@ -72,7 +73,7 @@ def test_bad_options_are_reported(capsys):
     assert bench_main(["--batch", "7", "--quick"]) == 2
     assert "--batch must be even" in capsys.readouterr().err
     assert bench_main(["--quick", "--mixers", "saliencymix"]) == 2
-    assert "--mixers saliencymix: not registered content-independent" in capsys.readouterr().err
+    assert "--mixers saliencymix: not among the mixers the suite times" in capsys.readouterr().err
     assert bench_main(["--quick", "--device", "tpu"]) == 2
     assert bench_main(["--quick", "--threads", "0"]) == 2
     assert "--threads must be a positive integer" in capsys.readouterr().err
