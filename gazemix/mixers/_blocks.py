@@ -4,6 +4,10 @@ A pass over a whole 128 x 3 x 224 x 224 batch streams 77 MB through memory, and 
 is a fresh allocation that the operating system must fault in page by page. Doing the passes block by block
 keeps each block's temporaries in cache and reuses their memory. Other devices get the whole batch as one
 block (there, kernel launches cost more than memory traffic).
+
+Every block operation is a parallel region of its own: when other processes keep the cores busy, the threads'
+synchronisation at the end of each region can cost more than the cache saves (time such kernels with
+``gazemix bench --threads 1`` on a shared machine).
 """
 
 from __future__ import annotations
