@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from gazemix.contract import Mixer, MixResult, MixSource, blend
-from gazemix.mixers._blocks import row_blocks
+from gazemix.mixers._blocks import row_blocks, single_threaded
 from gazemix.registry import register_mixer
 
 
@@ -38,8 +38,8 @@ def other_class_partners(labels: Tensor, generator: torch.Generator) -> Tensor:
 def image_std_mean(images: Tensor) -> tuple[Tensor, Tensor]:
     """Population standard deviation and mean of each image, two ``(B,)`` tensors (zeros for images without pixels).
 
-    Two-pass: the mean, then the norm of the deviations from it, block by block of whole images (the
-    deviations stay in cache). Equal to ``torch.std_mean(images, dim=(1, 2, 3), correction=0)`` within float
+    Two-pass: the mean, then the norm of the deviations from it, block by block of whole images on one CPU thread
+    (the deviations stay in cache). Equal to ``torch.std_mean(images, dim=(1, 2, 3), correction=0)`` within float
     rounding, and exactly 0 for a constant image as there (its rounded mean may differ from its value), without
     the per-element Welford updates that cost several passes' worth of time on CPU.
     """
@@ -50,10 +50,11 @@ def image_std_mean(images: Tensor) -> tuple[Tensor, Tensor]:
         return images.new_zeros(b), images.new_zeros(b)
     mean = flat.mean(dim=1)
     std = torch.empty_like(mean)
-    for rows in row_blocks(b, n * flat.element_size(), images.device):
-        deviation = flat[rows] - mean[rows, None]
-        constant = deviation.amax(dim=1) == deviation.amin(dim=1)
-        std[rows] = torch.linalg.vector_norm(deviation, dim=1).masked_fill_(constant, 0.0)
+    with single_threaded(images.device):  # small block operations: no per-operation thread synchronisation
+        for rows in row_blocks(b, n * flat.element_size(), images.device):
+            deviation = flat[rows] - mean[rows, None]
+            constant = deviation.amax(dim=1) == deviation.amin(dim=1)
+            std[rows] = torch.linalg.vector_norm(deviation, dim=1).masked_fill_(constant, 0.0)
     return std.div_(n ** 0.5), mean
 
 
@@ -88,13 +89,11 @@ class BCLearning(Mixer):
         p = torch.where(degenerate, r.to(p.dtype), p)
         norm = torch.sqrt(p ** 2 + (1 - p) ** 2)
         own_share, partner_share = (p / norm).view(-1, 1, 1, 1), ((1 - p) / norm).view(-1, 1, 1, 1)
-        # a (x_i - m_i) + b (x_j - m_j) = -(a m_i + b m_j) + b x_j + a x_i: two fused passes per block of images,
-        # the partners gathered into cache, each output pixel written once (no batch-sized temporary)
+        # a (x_i - m_i) + b (x_j - m_j) = -(a m_i + b m_j) + b x_j + a x_i: one gather, then two fused passes
+        # written into the gathered batch (no other batch-sized temporary)
         neg_offset = -(own_share.view(-1) * mean + partner_share.view(-1) * mean[index]).view(-1, 1, 1, 1)
-        mixed = torch.empty_like(images)
-        for rows in row_blocks(images.shape[0], images[0].numel() * images.element_size(), dev):
-            torch.addcmul(neg_offset[rows], images[index[rows]], partner_share[rows], out=mixed[rows])
-            mixed[rows].addcmul_(images[rows], own_share[rows])
+        mixed = images[index]
+        torch.addcmul(neg_offset, mixed, partner_share, out=mixed).addcmul_(images, own_share)
         soft = self.soft(targets, dev)
         sources = (MixSource(torch.arange(images.shape[0], device=dev), own_share, r),
                    MixSource(index, partner_share, 1.0 - r))
