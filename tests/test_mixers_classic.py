@@ -402,7 +402,12 @@ def fmix_reference(x, y, num_classes, seed, *, alpha=1.0, decay_power=3.0, mode=
     scale = 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay_power
     re = torch.randn((n, h, w // 2 + 1), generator=g) * scale
     im = torch.randn((n, h, w // 2 + 1), generator=g) * scale
-    grey = torch.fft.irfft2(torch.complex(re, im), s=(h, w)).reshape(n, -1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # MKL's inverse FFT is bit-exact only at a fixed thread count; the mixer uses one
+    try:
+        grey = torch.fft.irfft2(torch.complex(re, im), s=(h, w)).reshape(n, -1)
+    finally:
+        torch.set_num_threads(threads)
     round_up = torch.rand(n, generator=g) > 0.5
     masks = []
     for i in range(n):
