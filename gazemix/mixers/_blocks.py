@@ -7,8 +7,8 @@ block (there, kernel launches cost more than memory traffic).
 
 Block loops run on one thread (:func:`single_threaded`): every block operation would otherwise be a parallel
 region of its own, and when other processes keep the cores busy the threads' synchronisation at the end of each
-region costs more than the block's work (measured on 2 shared cores: BC+ 1.3 s on two threads under load, against
-0.07 s on one).
+region costs more than the block's work (measured on 2 shared cores under load: BC+ took 1.3 s with its block loops
+on two threads, 0.07 s with them on one).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def single_threaded(device: torch.device) -> Iterator[None]:
 
     For block loops of ``torch.fft`` calls: with this PyTorch's MKL build each inverse FFT call on two threads costs
     about 25 ms of set-up (measured on 2 cores: 128 inverse FFTs of 224 x 224 in 20-image blocks, 280 ms on two
-    threads, 31 ms on one; bitwise the same results). The thread count is process-wide, so other threads' PyTorch
-    work in the meantime also runs on one thread; it is restored on exit.
+    threads, 31 ms on one), and its results can differ in the last bit between thread counts. The thread count is
+    process-wide, so other threads' PyTorch work in the meantime also runs on one thread; it is restored on exit.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
