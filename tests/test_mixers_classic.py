@@ -374,3 +374,194 @@ def test_caller_fixed_partners_are_used(name):
     assert torch.equal(r.index.cpu(), index)
     with pytest.raises(MixerInputError, match="index="):
         create_mixer(name, num_classes=4)(torch.rand(4, 3, 16, 16), torch.arange(4), index=torch.tensor([0, 9, 1, 2]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Kernel regressions (issue 17): the optimised FMix, SpliceMix and BC+ kernels against straightforward
+# references written here, on small seeded batches, with blocks small enough that the blockwise paths run.
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """CPU blocks of about 3 rows of 32 x 32 floats, so every blockwise loop takes several turns."""
+    import gazemix.mixers._blocks as blocks
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 3 * 32 * 32 * 4)
+
+
+def fmix_reference(x, y, num_classes, seed, *, alpha=1.0, decay_power=3.0, mode="elem"):
+    """FMix from the official recipe, drawn in the mixer's order: lam, real and imaginary spectra, rounding, partners.
+
+    Returns (mask (n, 1, H, W) bool, lam (B,), index (B,), mixed images, targets); the mask is the top k of a
+    full descending sort.
+    """
+    g = torch.Generator().manual_seed(seed)
+    b, _, h, w = x.shape
+    n = 1 if mode == "batch" else b
+    a = torch.full((n,), alpha, dtype=torch.float64)
+    g1, g2 = torch._standard_gamma(a, generator=g), torch._standard_gamma(a, generator=g)
+    lam = (g1 / (g1 + g2)).float()
+    freqs = torch.sqrt(torch.fft.fftfreq(h).view(-1, 1) ** 2 + torch.fft.rfftfreq(w).view(1, -1) ** 2)
+    scale = 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay_power
+    re = torch.randn((n, h, w // 2 + 1), generator=g) * scale
+    im = torch.randn((n, h, w // 2 + 1), generator=g) * scale
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # MKL's inverse FFT is bit-exact only at a fixed thread count; the mixer uses one
+    try:
+        grey = torch.fft.irfft2(torch.complex(re, im), s=(h, w)).reshape(n, -1)
+    finally:
+        torch.set_num_threads(threads)
+    round_up = torch.rand(n, generator=g) > 0.5
+    masks = []
+    for i in range(n):
+        raw = float(lam[i].double()) * h * w
+        k = math.ceil(raw) if round_up[i] else math.floor(raw)
+        ordered = grey[i].sort(descending=True).values
+        masks.append(grey[i] >= ordered[k - 1] if k > 0 else torch.zeros(h * w, dtype=torch.bool))
+    mask = torch.stack(masks).view(n, 1, h, w)
+    index = torch.randperm(b, generator=g)
+    mixed = torch.where(mask, x, x[index])
+    onehot = torch.nn.functional.one_hot(y, num_classes).float()
+    lam = lam.expand(b)
+    targets = lam.view(-1, 1) * onehot + (1 - lam).view(-1, 1) * onehot[index]
+    return mask, lam, index, mixed, targets
+
+
+@pytest.mark.parametrize("mode,hw,options", [("elem", (32, 32), {}), ("elem", (33, 37), {"alpha": 0.3}),
+                                             ("batch", (32, 32), {}), ("elem", (16, 24), {"decay_power": 1.5})])
+def test_fmix_kernel_matches_reference(mode, hw, options, small_blocks):
+    b = 9
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.rand(b, 3, *hw, generator=gen), torch.randint(0, 5, (b,), generator=gen)
+    for seed in (0, 1, 2):
+        mask, lam, index, mixed, targets = fmix_reference(x, y, 5, seed, mode=mode, **options)
+        r = create_mixer("fmix", num_classes=5, mode=mode, **options)(x, y, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(r.params["mask"], mask)  # same masks, bit for bit
+        assert torch.equal(r.lam, lam) and torch.equal(r.index, index)
+        assert torch.equal(r.images, mixed)  # a 0/1 share copies pixels exactly
+        assert torch.equal(r.targets, targets)
+
+
+def test_fourier_masks_equal_the_whole_batch_computation(small_blocks):
+    from gazemix.mixers.fmix import binarise_top_k, fourier_masks, low_frequency_images, low_frequency_spectra
+    spectra = low_frequency_spectra(10, (32, 32), 3.0, torch.Generator().manual_seed(0))
+    lam, round_up = torch.rand(10), torch.rand(10) > 0.5
+    lam[3], lam[4] = 0.0, 1.0  # no own pixel, every own pixel
+    grey = low_frequency_images(10, (32, 32), 3.0, torch.Generator().manual_seed(0))
+    masks = fourier_masks(spectra, lam, round_up, (32, 32))
+    assert torch.equal(masks, binarise_top_k(grey, lam, round_up))
+    assert int(masks[3].sum()) == 0 and bool(masks[4].all())
+
+
+def bilinear_align_corners(img, size):
+    """Bilinear resize with align_corners=True, in float64 from the textbook formula."""
+    c, h, w = img.shape
+    out_h, out_w = size
+    img = img.double()
+
+    def taps(n_in, n_out):
+        src = torch.arange(n_out, dtype=torch.float64) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        lo = src.floor().long().clamp(max=n_in - 1)
+        return lo, (lo + 1).clamp(max=n_in - 1), src - lo
+    y0, y1, wy = taps(h, out_h)
+    x0, x1, wx = taps(w, out_w)
+    top = img[:, y0][:, :, x0] * (1 - wx) + img[:, y0][:, :, x1] * wx
+    bottom = img[:, y1][:, :, x0] * (1 - wx) + img[:, y1][:, :, x1] * wx
+    return top * (1 - wy).view(-1, 1) + bottom * wy.view(-1, 1)
+
+
+@pytest.mark.parametrize("grid_probs,hw,drop_prob", [((0.0, 1.0, 0.0), (32, 32), 0.0),   # 2x2, one cell size
+                                                     ((0.0, 0.0, 1.0), (33, 37), 1.0),   # 2x3 / 3x2, four sizes
+                                                     ((1.0, 0.0, 0.0), (20, 30), 1.0),   # 1x2 / 2x1
+                                                     ((0.3, 0.4, 0.3), (24, 24), 0.3)])
+def test_splicemix_kernel_matches_reference(grid_probs, hw, drop_prob):
+    h, w = hw
+    for b, seed in ((8, 0), (16, 1), (13, 2), (16, 5)):
+        gen = torch.Generator().manual_seed(seed)
+        x, y = torch.rand(b, 3, h, w, generator=gen), torch.randint(0, 6, (b,), generator=gen)
+        r = create_mixer("splicemix", num_classes=6, grid_probs=grid_probs, drop_prob=drop_prob)(
+            x, y, generator=torch.Generator().manual_seed(seed))
+        rows, cols = r.params["grid"]
+        tiles, dropped = r.params["tiles"], r.params["dropped"]
+        n_mix = b // 4
+        assert tiles.shape == (n_mix, rows * cols)
+        assert torch.equal(r.images[:b], x)
+        onehot = torch.nn.functional.one_hot(y, 6).float()
+        for m in range(n_mix):
+            expected = torch.zeros(3, h, w, dtype=torch.float64)
+            label = torch.zeros(6)
+            for k in range(rows * cols):
+                y0, y1 = (k // cols) * h // rows, (k // cols + 1) * h // rows
+                x0, x1 = (k % cols) * w // cols, (k % cols + 1) * w // cols
+                own_cell = torch.zeros(1, h, w, dtype=torch.bool)
+                if not dropped[m, k]:
+                    expected[:, y0:y1, x0:x1] = bilinear_align_corners(x[tiles[m, k]], (y1 - y0, x1 - x0))
+                    label = torch.maximum(label, onehot[tiles[m, k]])
+                    own_cell[:, y0:y1, x0:x1] = True
+                source = r.sources[k]
+                assert int(source.index[b + m]) == int(tiles[m, k])
+                assert torch.equal(source.share[b + m].bool(), own_cell)
+                assert float(source.weight[b + m]) == float(not dropped[m, k])
+            torch.testing.assert_close(r.images[b + m].double(), expected, rtol=0, atol=1e-5)  # float32 weights
+            assert torch.equal(r.targets[b + m], label)
+        for k, source in enumerate(r.sources):  # the originals: own image in source 0 only
+            assert bool((source.share[:b] == (k == 0)).all()) and torch.equal(source.index[:b], torch.arange(b))
+        torch.testing.assert_close(r.targets[:b], onehot)
+
+
+def bc_plus_reference(x, index, r):
+    """BC+ in float64, image by image: zero-mean waveforms mixed with p and renormalised (unpaired: r = 1)."""
+    out, ps = [], []
+    for i in range(x.shape[0]):
+        j = int(index[i])
+        ri = float(r[i]) if j != i else 1.0
+        xi, xj = x[i].double(), x[j].double()
+        si, sj = float(xi.std(unbiased=False)), float(xj.std(unbiased=False))
+        p = ri if not (si > 0 and sj > 0) else 1.0 / (1.0 + (si / sj) * (1.0 - ri) / ri)
+        ps.append(p)
+        out.append((p * (xi - xi.mean()) + (1 - p) * (xj - xj.mean())) / math.sqrt(p ** 2 + (1 - p) ** 2))
+    return torch.stack(out), torch.tensor(ps, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (33, 37)])
+def test_bc_plus_kernel_matches_reference(hw, small_blocks):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand(10, 3, *hw, generator=gen) * 4 - 1
+    x[2] = 0.1  # a constant image: its std is exactly 0, so p falls back to r
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 3, 4])
+    for seed in (0, 1):
+        res = create_mixer("bc_plus", num_classes=5)(x, y, generator=torch.Generator().manual_seed(seed))
+        index, r = res.params["index"], res.params["r"]
+        expected, p = bc_plus_reference(x, index, r)
+        torch.testing.assert_close(res.images.double(), expected, rtol=1e-5, atol=2e-6)
+        torch.testing.assert_close(res.params["p"].double(), p, rtol=1e-5, atol=0)
+        assert float(res.params["p"][2]) == float(r[2])  # degenerate: exactly r
+        lam = torch.where(index == torch.arange(10), torch.ones(10), r)
+        onehot = torch.nn.functional.one_hot(y, 5).float()
+        torch.testing.assert_close(res.targets, lam.view(-1, 1) * onehot + (1 - lam).view(-1, 1) * onehot[index])
+
+
+def test_image_std_mean_equals_torch_std_mean(small_blocks):
+    from gazemix.mixers.bc import image_std_mean
+    x = torch.rand(11, 3, 32, 32) * 10 - 3
+    x[4] = 1 / 3  # constant: std exactly 0 even though the rounded mean may differ from 1/3
+    std, mean = image_std_mean(x)
+    ref_std, ref_mean = torch.std_mean(x, dim=(1, 2, 3), correction=0)
+    torch.testing.assert_close(std, ref_std, rtol=1e-5, atol=0)
+    torch.testing.assert_close(mean, ref_mean, rtol=1e-6, atol=1e-6)
+    assert float(std[4]) == 0.0
+    empty_std, empty_mean = image_std_mean(torch.rand(3, 0, 4, 4))
+    assert torch.equal(empty_std, torch.zeros(3)) and torch.equal(empty_mean, torch.zeros(3))
+
+
+def test_fmix_masks_do_not_depend_on_the_thread_count():
+    # MKL's inverse FFT on two threads can differ from one thread in the last bit; with one batched FFT that moved a
+    # pixel across the top-k threshold for this batch and seed. The masks' FFTs now always run on one thread.
+    x, y = torch.zeros(128, 1, 64, 64), torch.arange(128) % 5
+    threads = torch.get_num_threads()
+    masks = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            r = create_mixer("fmix", num_classes=5, mode="elem")(x, y, generator=torch.Generator().manual_seed(10))
+            masks.append(r.params["mask"])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(masks[0], masks[1])

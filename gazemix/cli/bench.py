@@ -1,4 +1,4 @@
-"""``gazemix bench``: time every content-independent mixer against timm, torchvision and the memory floor.
+"""``gazemix bench``: time every content-independent mixer (and BC+) against timm, torchvision and the memory floor.
 
 Usage:
     gazemix bench --out runs/bench
@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from benchmarks.main import add_arguments
 
     p = sub.add_parser("bench", help="benchmark the mixers against timm, torchvision and the memory floor",
-                       description="Time every content-independent mixer (batch 128 of 3x224x224 by default) "
+                       description="Time every content-independent mixer and BC+ (batch 128 of 3x224x224 by default) "
                                    "against timm, torchvision and a plain torch.lerp, interleaved, median of runs.")
     add_arguments(p)
     p.set_defaults(func=run)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gazemix.contract import BoxWarp, Mixer, MixResult, MixSource, check_range
@@ -72,33 +73,67 @@ class SpliceMix(Mixer):
         rows, cols = params["grid"]
         tiles, dropped = params["tiles"].to(dev), params["dropped"].to(dev)
         n_mix, g = tiles.shape
-        ys = torch.arange(rows + 1) * h // rows
-        xs = torch.arange(cols + 1) * w // cols
-        full = torch.tensor([0, 0, h, w], device=dev).expand(n_mix, 4)
+        ys = [k * h // rows for k in range(rows + 1)]
+        xs = [k * w // cols for k in range(cols + 1)]
+        keep = (~dropped).to(images.dtype)
         soft = self.soft(targets, dev)
-        mixed = torch.zeros((n_mix, *images.shape[1:]), dtype=images.dtype, device=dev)
-        sources = []
-        # Outputs 0..B-1 are the original batch (one source, weight 1); outputs B.. are the mosaics.
+        # Outputs 0..B-1 are the original batch (one source, weight 1); outputs B.. are the mosaics, written
+        # straight into one output batch.
+        out = images.new_empty((b + n_mix, *images.shape[1:]))
+        out[:b] = images
+        cells = [(ys[r], ys[r + 1], xs[c], xs[c + 1]) for r in range(rows) for c in range(cols)]
+        if n_mix:
+            self._paste_tiles(images, tiles, keep, cells, out[b:])
         identity = torch.arange(b, device=dev)
-        for cell in range(g):  # at most 6 cells: a loop over the grid, not over samples
-            r, c = divmod(cell, cols)
-            box = torch.tensor([ys[r], xs[c], ys[r + 1], xs[c + 1]], device=dev).expand(n_mix, 4)
-            y0, y1, x0, x1 = int(ys[r]), int(ys[r + 1]), int(xs[c]), int(xs[c + 1])
-            keep = (~dropped[:, cell]).to(images.dtype).view(-1, 1, 1, 1)
-            inside = torch.zeros(n_mix, 1, h, w, dtype=images.dtype, device=dev)
-            inside[:, :, y0:y1, x0:x1] = 1
-            # the tile is sampled straight at its cell size (the same sampling as the replay warp below)
-            tile = BoxWarp(src=full[:1], dst=torch.tensor([[0, 0, y1 - y0, x1 - x0]], device=dev),
-                           mode="bilinear", align_corners=True)
-            mixed[:, :, y0:y1, x0:x1] = keep * tile.apply_at(images[tiles[:, cell]], (y1 - y0, x1 - x0))
-            share = torch.cat([torch.ones(b, 1, h, w, dtype=images.dtype, device=dev) * (cell == 0),
-                               inside * keep])
-            weight = torch.cat([torch.full((b,), float(cell == 0), device=dev), keep.view(-1)])
+        whole = torch.tensor([0, 0, h, w], device=dev)
+        sources = []
+        for cell, (y0, y1, x0, x1) in enumerate(cells):
+            # boolean shares: the originals are all own image in cell 0's source and absent from the others;
+            # a mosaic shows source ``cell`` in that cell unless it was dropped
+            share = torch.zeros((b + n_mix, 1, h, w), dtype=torch.bool, device=dev)
+            share[:b] = cell == 0
+            share[b:, :, y0:y1, x0:x1] = ~dropped[:, cell].view(-1, 1, 1, 1)
+            box = torch.tensor([y0, x0, y1, x1], device=dev)
+            weight = torch.cat([torch.full((b,), float(cell == 0), device=dev), keep[:, cell]])
             index = torch.cat([identity, tiles[:, cell]])
-            full_warp = BoxWarp(src=torch.cat([torch.tensor([0, 0, h, w], device=dev).expand(b, 4), full]),
-                                dst=torch.cat([torch.tensor([0, 0, h, w], device=dev).expand(b, 4), box]),
-                                mode="bilinear", align_corners=True)
-            sources.append(MixSource(index, share, weight, full_warp))
+            warp = BoxWarp(src=whole.repeat(b + n_mix, 1),
+                           dst=torch.cat([whole.expand(b, 4), box.expand(n_mix, 4)]),
+                           mode="bilinear", align_corners=True)
+            sources.append(MixSource(index, share, weight, warp))
         mixed_targets = sum(s.weight.view(-1, 1) * soft[s.index] for s in sources).clamp(max=1.0)
-        return MixResult(images=torch.cat([images, mixed]), targets=mixed_targets, sources=tuple(sources),
-                         params=dict(params), mixer=self.name)
+        return MixResult(images=out, targets=mixed_targets, sources=tuple(sources), params=dict(params),
+                         mixer=self.name)
+
+    @staticmethod
+    def _paste_tiles(images: Tensor, tiles: Tensor, keep: Tensor, cells: list[tuple[int, int, int, int]],
+                     mosaics: Tensor) -> None:
+        """Write tile ``tiles[m, k]``, resized to cell ``k`` and times ``keep[m, k]``, into every mosaic ``m``.
+
+        Resizing is bilinear with ``align_corners=True`` (the sampling of the replay warp), straight from the
+        full image to the cell size. Cells of one size are served by one resize of the whole batch when they
+        need at least as many tiles as there are images, else each cell resizes just its own tiles.
+        """
+        n_mix, b = tiles.shape[0], images.shape[0]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for k, (y0, y1, x0, x1) in enumerate(cells):
+            by_size.setdefault((y1 - y0, x1 - x0), []).append(k)
+        for size, same in by_size.items():
+            whole_batch = resize_bilinear(images, size) if n_mix * len(same) >= b else None
+            for k in same:
+                y0, y1, x0, x1 = cells[k]
+                if whole_batch is not None:
+                    tile = whole_batch[tiles[:, k]]
+                else:
+                    tile = resize_bilinear(images[tiles[:, k]], size)
+                torch.mul(tile, keep[:, k].view(-1, 1, 1, 1), out=mosaics[:, :, y0:y1, x0:x1])
+
+
+def resize_bilinear(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize with ``align_corners=True`` (as the official code), ``(N, C, H, W) -> (N, C, *size)``.
+
+    Channels are resized as single-channel images: with one channel the CPU kernel needs no conversion to
+    channels-last and back (2-3x faster than on ``(N, 3, H, W)``; the same interpolation up to float rounding).
+    """
+    n, c, h, w = images.shape
+    planes = images.reshape(n * c, 1, h, w)
+    return F.interpolate(planes, size=size, mode="bilinear", align_corners=True).view(n, c, *size)
