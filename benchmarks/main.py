@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from benchmarks.gaze import GazeRow, bench_gaze, default_cub_gha_dir
+from benchmarks.options import add_arguments
 from benchmarks.suite import (FLOOR_TARGET, FLOOR_TARGETS, PEER_TOLERANCE, SALIENCY_TARGET, BenchConfig, MixerRow,
                               SaliencyRow, as_dicts, bench_mixers, bench_saliency, columns, machine_line)
 
@@ -35,37 +36,19 @@ NOTES = (f"Median of interleaved runs. floor = out-of-place torch.lerp of two re
          f"included). The load average in the header: above the number of cores, every figure is noisy.")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
-    p.add_argument("--repeats", type=int, default=10, help="timed runs per implementation (default 10; median)")
-    p.add_argument("--device", default="all",
-                   help="cpu, cuda, auto (cuda when present, else cpu) or all (default: cpu, plus cuda when present)")
-    p.add_argument("--mixers", default=None, help="comma-separated mixer names (default: every content-independent one, and bc_plus)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (batch 8, 32 px) and one repeat: a smoke run")
-    p.add_argument("--cub-gha", default="auto",
-                   help="CUB-GHA folder (Fixation_run<k>.txt) for the gaze section: render every map, score pairs; "
-                        "'auto' = ../shared/data/cub_gha when present (not with --quick), 'none' = skip")
-    p.add_argument("--pairs", type=int, default=10_000, help="pairs scored per mixer in the gaze section (default 10000)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's default, usually one per core); on a shared machine "
-                        "--threads 1 is less disturbed by other processes")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", default="gazemix-bench", help="output folder for CSV and PNG (default ./gazemix-bench)")
-
-
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-    for name in ("batch", "size", "repeats", "pairs"):
+    for name in ("batch_size", "img_size", "repeats", "pairs"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    if args.batch % 2:
-        raise ValueError(f"--batch must be even (timm.data.Mixup refuses odd batches), got {args.batch}")
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.batch_size % 2:
+        raise ValueError(f"--batch-size must be even (timm.data.Mixup refuses odd batches), got {args.batch_size}")
     mixers = None if args.mixers is None else tuple(m.strip() for m in args.mixers.split(",") if m.strip())
     if args.quick:
         return BenchConfig(batch=8, size=32, repeats=1, warmup=0, num_classes=10, mixers=mixers, seed=args.seed)
-    return BenchConfig(batch=args.batch, size=args.size, repeats=args.repeats, mixers=mixers, seed=args.seed)
+    return BenchConfig(batch=args.batch_size, size=args.img_size, repeats=args.repeats, mixers=mixers,
+                       seed=args.seed)
 
 
 def devices_from_arg(name: str) -> list[torch.device]:
@@ -180,14 +163,16 @@ def bar_chart(path: Path, rows: list[MixerRow], title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gazemix.cli._util import log, prepare_out
+    from gazemix.cli._util import fresh_run_folder, log
+    from gazemix.outputs import check_writable_folder, staged_folder
 
     cfg = config_from_args(args)
+    out = Path(args.out) if args.out else fresh_run_folder("bench", "quick" if args.quick else "mixers")
+    check_writable_folder(out, replace=False)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     devices = devices_from_arg(args.device)
     cub_gha = cub_gha_from_args(args)
-    out = prepare_out(args.out)
     mixer_rows: list[MixerRow] = []
     saliency_rows: list[SaliencyRow] = []
     for device in devices:
@@ -217,12 +202,13 @@ def run(args: argparse.Namespace) -> int:
         print(gaze_table(gaze_rows))
     print()
     print(targets_summary(mixer_rows, saliency_rows, gaze_rows, quick=args.quick))
-    write_csv(out / "bench_mixers.csv", mixer_rows, MixerRow)
-    write_csv(out / "bench_saliency.csv", saliency_rows, SaliencyRow)
-    if gaze_rows:
-        write_csv(out / "bench_gaze.csv", gaze_rows, GazeRow)
-    bar_chart(out / "bench_mixers.png", mixer_rows, header)
-    log(f"wrote {out / 'bench_mixers.csv'}, {out / 'bench_saliency.csv'} and {out / 'bench_mixers.png'}")
+    with staged_folder(out) as tmp:  # written whole: an interrupted run leaves nothing behind
+        write_csv(tmp / "bench_mixers.csv", mixer_rows, MixerRow)
+        write_csv(tmp / "bench_saliency.csv", saliency_rows, SaliencyRow)
+        if gaze_rows:
+            write_csv(tmp / "bench_gaze.csv", gaze_rows, GazeRow)
+        bar_chart(tmp / "bench_mixers.png", mixer_rows, header)
+    log(f"wrote bench_mixers.csv, bench_saliency.csv and bench_mixers.png to {out}/")
     return 0
 
 

@@ -18,14 +18,15 @@ from gazemix.cli import main as gazemix_main
 
 
 def test_quick_run_writes_the_tables(tmp_path, capfd):
-    assert gazemix_main(["bench", "--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    out = tmp_path / "bench"
+    assert gazemix_main(["bench", "--quick", "--device", "cpu", "--out", str(out)]) == 0
     printed, errors = capfd.readouterr()  # file-descriptor level: also what C++ code writes (issue 19)
     assert "x_floor" in printed and "targets missed:" in printed
     assert "gpuGetDeviceCount" not in printed + errors and "ERROR" not in errors  # no CUDA noise on a CPU run
     missed = printed.split("targets missed:")[1].splitlines()[1:]
     n_missed = int(printed.split("targets missed:")[1].split()[0])
     assert len(missed) == n_missed and all(line.startswith("  cpu ") and "target" in line for line in missed)
-    with open(tmp_path / "bench_mixers.csv", newline="") as f:
+    with open(out / "bench_mixers.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == columns(MixerRow) == [
             "device", "mixer", "mode", "impl", "ms", "floor_ms", "x_floor", "x_best_peer", "peak_extra_mb",
@@ -42,9 +43,9 @@ def test_quick_run_writes_the_tables(tmp_path, capfd):
         assert r["target_met"] in ({"yes", "no"} if r["impl"] == "gazemix" else {"-"})
         if r["impl"] != "floor" and not r["note"].startswith("error"):
             assert float(r["x_floor"]) == pytest.approx(float(r["ms"]) / float(r["floor_ms"]), rel=1e-6)
-    with open(tmp_path / "bench_saliency.csv", newline="") as f:
+    with open(out / "bench_saliency.csv", newline="") as f:
         assert csv.DictReader(f).fieldnames == columns(SaliencyRow)
-    assert (tmp_path / "bench_mixers.png").stat().st_size > 0
+    assert (out / "bench_mixers.png").stat().st_size > 0
 
 
 def test_quick_gaze_section_on_a_tiny_cub_gha(tmp_path, capsys):
@@ -71,7 +72,8 @@ def test_quick_gaze_section_on_a_tiny_cub_gha(tmp_path, capsys):
 
 def test_bad_options_are_reported(capsys):
     assert bench_main(["--batch", "7", "--quick"]) == 2
-    assert "--batch must be even" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--batch is deprecated; write --batch-size" in err and "--batch-size must be even" in err
     assert bench_main(["--quick", "--mixers", "saliencymix"]) == 2
     assert "--mixers saliencymix: not among the mixers the suite times" in capsys.readouterr().err
     assert bench_main(["--quick", "--device", "tpu"]) == 2

@@ -65,3 +65,18 @@ def test_mix_unknown_mixer_is_a_clear_error(tmp_path, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "gazemix", "mixers", "--csv"], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[0] == "name,reads,modes,summary,reference"
+
+
+def test_help_of_every_command_imports_no_heavy_library():
+    code = ("import sys, contextlib, io\n"
+            "from gazemix.cli import build_parser\n"
+            "parser = build_parser()\n"
+            "commands = parser._subparsers._group_actions[0].choices\n"
+            "for name, sub in commands.items():\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        sub.format_help()\n"
+            "print(sorted(commands), [m for m in ('torch', 'pandas', 'gradio', 'timm', 'matplotlib') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    commands, heavy = out.rsplit("] [", 1)
+    assert "score" in commands and "train" in commands and "bench" in commands
+    assert heavy.strip() == "]", f"--help imports {heavy}"

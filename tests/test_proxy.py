@@ -167,7 +167,7 @@ def osie_fixture(root: Path, n: int = 6) -> Path:
 def test_cli_writes_tables_plot_and_summary(tmp_path, capsys):
     root = osie_fixture(tmp_path / "osie")
     out = tmp_path / "run"
-    argv = ["proxy", "--root", str(root), "--out", str(out), "--pairs", "12", "--img-size", "32", "--boot", "20",
+    argv = ["proxy", "--root", str(root), "--out", str(out), "--pairs", "12", "--img-size", "32", "--n-boot", "20",
             "--mixers", "cutmix,mixup,resizemix,saliencymix", "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out

@@ -50,7 +50,7 @@ def test_refused_rebuild_never_touches_the_existing_study(tmp_path, capsys):
     for change in ({"size": 48}, {"mixers": ["mixup"]}, {"seed": 5}):
         with pytest.raises(StudyInputError, match="already exists"):
             build_study(db, name="s", **{**SMALL, **change})
-    err = _cli_error(capsys, ["study", "build", "--data", "samples", "--mixers", "mixup", "--n", "3", "--size", "48",
+    err = _cli_error(capsys, ["study", "build", "--data", "samples", "--mixers", "mixup", "--pairs", "3", "--img-size", "48",
                               "--pool", "12", "--name", "s", "--db", str(db)])
     assert "already exists" in err and "files are kept" in err
     assert _files(media) == before  # not one byte rewritten, no folder added
@@ -182,8 +182,8 @@ def test_mixers_a_study_cannot_run_are_refused_from_the_built_instance():
 
 
 def test_transmix_study_refused_by_the_cli(tmp_path, capsys):
-    err = _cli_error(capsys, ["study", "build", "--data", "samples", "--mixers", "mixup,transmix", "--n", "4",
-                              "--size", "32", "--pool", "12", "--db", str(tmp_path / "t.sqlite")])
+    err = _cli_error(capsys, ["study", "build", "--data", "samples", "--mixers", "mixup,transmix", "--pairs", "4",
+                              "--img-size", "32", "--pool", "12", "--db", str(tmp_path / "t.sqlite")])
     assert "transmix" in err and "relabels" in err
     assert not (tmp_path / "t.sqlite").exists() and not (tmp_path / "t_media").exists()  # refused before writing
 
@@ -211,19 +211,19 @@ def test_hmix_ids_validated_and_formula_cells_neutralised(tmp_path):
 
 # ------------------------------------------------------------------------------- 6: user errors
 @pytest.mark.parametrize("argv, message", [
-    (["--size", "100000"], "--size must be a whole number from 8 to 1024, got 100000"),
-    (["--size", "1024", "--pool", "256"], "needs about 5.0 GiB"),
+    (["--img-size", "100000"], "--img-size must be a whole number from 8 to 1024, got 100000"),
+    (["--img-size", "1024", "--pool", "256"], "needs about 5.0 GiB"),
     (["--items-per-annotator", "-2"], "--items-per-annotator must be a whole number >= 1, got -2"),
     (["--items-per-annotator", "0"], "--items-per-annotator must be a whole number >= 1, got 0"),
     (["--mixers", ","], "--mixers is empty"),
-    (["--n", "0"], "--n must be a whole number from 1"),
+    (["--pairs", "0"], "--pairs must be a whole number from 1"),
     (["--redirect-url", "javascript:alert(1)"], "--redirect-url must be an http(s)://"),
     (["--data", "folder"], "--data folder needs --root"),
     (["--data", "cub-gha"], "needs --root and --fixations"),
 ])
 def test_study_build_user_errors(tmp_path, capsys, argv, message):
     db = tmp_path / "u.sqlite"
-    err = _cli_error(capsys, ["study", "build", "--data", "samples", "--size", "32", "--pool", "12", "--db", str(db),
+    err = _cli_error(capsys, ["study", "build", "--data", "samples", "--img-size", "32", "--pool", "12", "--db", str(db),
                               *argv])
     assert message in err
     assert not (tmp_path / "u_media").exists()  # refused before anything was written
@@ -235,7 +235,7 @@ def test_db_user_errors(tmp_path, capsys):
     cases = [(str(tmp_path), "is a folder"), (str(tmp_path / "text.sqlite"), "not an SQLite database"),
              (str(tmp_path / "afile" / "s.sqlite"), "is a file, not a folder")]
     for db, message in cases:
-        err = _cli_error(capsys, ["study", "build", "--data", "samples", "--size", "32", "--pool", "12", "--db", db])
+        err = _cli_error(capsys, ["study", "build", "--data", "samples", "--img-size", "32", "--pool", "12", "--db", db])
         assert message in err, err
     for db, message in cases[:2]:
         for cmd in ("report", "export"):
@@ -248,7 +248,7 @@ def test_unwritable_db_folder(tmp_path, capsys):
     (tmp_path / "ro").mkdir()
     os.chmod(tmp_path / "ro", 0o555)
     try:
-        err = _cli_error(capsys, ["study", "build", "--data", "samples", "--size", "32", "--pool", "12", "--db",
+        err = _cli_error(capsys, ["study", "build", "--data", "samples", "--img-size", "32", "--pool", "12", "--db",
                                   str(tmp_path / "ro" / "s.sqlite")])
         assert "not writable" in err
     finally:
@@ -374,3 +374,13 @@ def test_schema_1_database_is_upgraded_in_place(tmp_path):
     asg = next_assignment(db, ann)
     assert submit_answer(db, study, ann, asg.position, asg.item["id"], Answer(slider=20, confidence=50))
     assert sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+
+
+def test_old_option_spellings_still_work_with_a_deprecation_line(tmp_path, capsys):
+    from gazemix.cli import main
+
+    rc = main(["study", "build", "--data", "samples", "--mixers", "mixup", "--n", "3", "--size", "32", "--pool", "6",
+               "--checks", "0", "--practice", "1", "--db", str(tmp_path / "old.sqlite")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "--n is deprecated; write --pairs" in err and "--size is deprecated; write --img-size" in err

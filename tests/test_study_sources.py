@@ -44,15 +44,15 @@ def test_folder_study_with_and_without_gaze(tmp_path, capsys):
     build_study(tmp_path / "g.sqlite", data="folder", root=gazed, **OPTS)
     t = load_tables(tmp_path / "g.sqlite")
     assert t.items.loc[t.items["is_check"] == 0, "gaze_lam"].between(0, 1).all()  # the maps became gaze weights
-    assert main(["study", "build", "--data", "folder", "--root", str(gazed), "--mixers", "mixup", "--n", "2",
-                 "--size", "32", "--pool", "9", "--checks", "0", "--practice", "1", "--db",
+    assert main(["study", "build", "--data", "folder", "--root", str(gazed), "--mixers", "mixup", "--pairs", "2",
+                 "--img-size", "32", "--pool", "9", "--checks", "0", "--practice", "1", "--db",
                  str(tmp_path / "c.sqlite")]) == 0
 
 
 def test_folder_bad_records_reported_and_over_threshold_refused(tmp_path, capsys):
     root = _folder(tmp_path / "f")
     (root / "owl" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    with pytest.raises(StudyInputError, match=r"1 of 10 records are unusable .*broken.jpg.*--max-skipped"):
+    with pytest.raises(StudyInputError, match=r"1 of 10 records are unusable .*broken.jpg.*--max-bad-fraction"):
         build_study(tmp_path / "s.sqlite", data="folder", root=root, **{**OPTS, "pool": 10})
     notes = []
     build_study(tmp_path / "s.sqlite", data="folder", root=root, max_skipped=0.2, log=notes.append,

@@ -237,7 +237,7 @@ def test_build_study_provenance_and_cli(tmp_path, capsys):
     assert len(checks) == 2 and set(checks["lam"]) <= {0.0, 1.0}
     assert get_study(tmp_path / "b.sqlite").name == study.name
     assert study.config["items_per_annotator"] == 5 and study.config["minutes"] >= 4
-    assert main(["study", "build", "--data", "samples", "--mixers", "mixup", "--n", "3", "--size", "32", "--pool", "6",
+    assert main(["study", "build", "--data", "samples", "--mixers", "mixup", "--pairs", "3", "--img-size", "32", "--pool", "6",
                  "--checks", "1", "--db", str(tmp_path / "c.sqlite")]) == 0
     assert main(["humans", "export", "--db", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "e")]) == 0
     assert {p.name for p in (tmp_path / "e").iterdir()} == {"items.csv", "annotators.csv", "responses.csv",

@@ -7,7 +7,7 @@ Usage:
 
 Prints one table per section (mixers; saliency; gaze: read, render and score CUB-GHA when ``--cub-gha`` or
 ``../shared/data/cub_gha`` is there) and writes ``bench_mixers.csv``, ``bench_saliency.csv``, ``bench_gaze.csv``
-and ``bench_mixers.png`` to ``--out``. Same as ``python -m benchmarks``.
+and ``bench_mixers.png`` to a new ``--out`` (default ``runs/bench/<date>-<time>``), written whole. Same as ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from benchmarks.main import add_arguments
+    from benchmarks.options import add_arguments
 
     p = sub.add_parser("bench", help="benchmark the mixers against timm, torchvision and the memory floor",
                        description="Time every content-independent mixer and BC+ (batch 128 of 3x224x224 by default) "

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
+import math
 import time
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from gazemix.cli import CliError
-from gazemix.cli._util import log, tabulate
+from gazemix.cli._util import add_renamed, fresh_run_folder, log, tabulate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MOUSE_SOURCES = ("mouse_lab", "mouse_amt")
 
@@ -49,22 +50,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="gaze blur in original pixels (default 24, OSIE's own config.m)")
     p.add_argument("--n-images", type=int, default=None, help="use only the first N images (default: all)")
     p.add_argument("--batch-size", type=int, default=64, help="pairs mixed at once (default 64)")
-    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
+    add_renamed(p, "--boot", "--n-boot", type=int)
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same splits, pairs and numbers")
-    p.add_argument("--out", default="runs/proxy", help="output folder (default runs/proxy)")
+    p.add_argument("--out", default=None, help="output folder (default: a new runs/proxy/<date>-<time>-<mouse>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def _check_args(args: argparse.Namespace) -> Path:
-    for name, low in (("pairs", 1), ("splits", 1), ("batch_size", 1), ("boot", 10), ("img_size", 8)):
+    for name, low in (("pairs", 1), ("splits", 1), ("batch_size", 1), ("n_boot", 10), ("img_size", 8)):
         if getattr(args, name) < low:
             raise CliError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
     if args.n_images is not None and args.n_images < 2:
         raise CliError(f"--n-images must be at least 2, got {args.n_images}")
     if not args.sigma_px > 0:
         raise CliError(f"--sigma-px must be positive, got {args.sigma_px}")
-    out = Path(args.out)
+    out = Path(args.out) if args.out else fresh_run_folder("proxy", args.mouse)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from gazemix.proxy import measure_images, measure_mixers, plot_proxy, summarise_images
     from gazemix.registry import mixer_class
     from gazemix.score_data import load_image
+    from gazemix.outputs import staged_folder
     from gazemix.scoring import build_mixers
 
     out = _check_args(args)
@@ -140,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     images_agree = measure_images(data, size=args.img_size, sigma_px=args.sigma_px, splits=args.splits,
                                   seed=args.seed, progress=not args.quiet)
     times["per_image"] = time.perf_counter() - t
-    image_summary = summarise_images(images_agree.table, n_boot=args.boot, seed=args.seed)
+    image_summary = summarise_images(images_agree.table, n_boot=args.n_boot, seed=args.seed)
 
     t = time.perf_counter()
     images = None
@@ -149,12 +152,12 @@ def run(args: argparse.Namespace) -> int:
     times["load_images"] = time.perf_counter() - t
     t = time.perf_counter()
     agreement = measure_mixers(images_agree.maps, data.ids, mixers, images=images, pairs=args.pairs, seed=args.seed,
-                               batch_size=args.batch_size, n_boot=args.boot, progress=not args.quiet)
+                               batch_size=args.batch_size, n_boot=args.n_boot, progress=not args.quiet)
     times["per_mixer"] = time.perf_counter() - t
     skipped.update(agreement.skipped)
     times["total"] = time.perf_counter() - t0
 
-    def write(folder: Path) -> None:
+    with staged_folder(out, replace=True) as folder:  # replaces only an earlier proxy output (_check_args)
         images_agree.table.to_csv(folder / "per_image.csv", index=False)
         image_summary.to_csv(folder / "per_image_summary.csv", index=False)
         agreement.per_mixer.to_csv(folder / "per_mixer.csv", index=False)
@@ -166,8 +169,6 @@ def run(args: argparse.Namespace) -> int:
                                                             skipped, excluded, times))
         config = {k: v for k, v in vars(args).items() if k != "func"}
         (folder / "config.json").write_text(json.dumps({**config, "seconds": times}, indent=2))
-
-    write_whole(out, write)
     print(format_images(image_summary))
     print()
     print(format_mixers(agreement.per_mixer))
@@ -178,26 +179,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_whole(out: Path, write) -> None:
-    """Call ``write(folder)`` on a temporary sibling folder, then put it in place of ``out`` in one rename."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _ci(est: float, lo: float, hi: float, fmt: str = "{:.3f}") -> str:
-    if pd.isna(est):
+    if est is None or math.isnan(est):
         return "n/a"
     return f"{fmt.format(est)} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
@@ -241,7 +224,7 @@ def summary_markdown(args, data, note: str, n_skipped: int, image_summary: pd.Da
         f"- maps: {args.img_size}x{args.img_size} (resized), Gaussian sigma {args.sigma_px:g} px of the 800x600 "
         f"original; mouse maps mark each distinct sampled pixel once (the release's convention)",
         f"- per image: {args.splits} seeded observer split(s) averaged per image; seed {args.seed}; intervals: "
-        f"percentile bootstrap over images ({args.boot} resamples)",
+        f"percentile bootstrap over images ({args.n_boot} resamples)",
         f"- per mixer: {args.pairs} pairs per mixer, the same pairs under every gaze variant; rank correlations "
         f"and differences: image-cluster bootstrap",
         f"- time: {times['total']:.0f} s in all (load {times['load']:.0f} s, per image {times['per_image']:.0f} s, "

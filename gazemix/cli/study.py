@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from gazemix.cli._util import log
+from gazemix.cli._util import add_renamed, log
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,14 +33,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fixations", nargs="+", default=None, metavar="FILE",
                    help="gaze files kept apart from the images (cub-gha: Fixation_run<k>.txt or their folder)")
     g.add_argument("--fit", default="center_crop", choices=("center_crop", "resize"),
-                   help="how photographs are brought to --size (default center_crop)")
-    g.add_argument("--max-skipped", type=float, default=0.01,
+                   help="how photographs are brought to --img-size (default center_crop)")
+    g.add_argument("--max-bad-fraction", type=float, default=0.01,
                    help="stop when more than this fraction of the data's records is unusable (default 0.01)")
-    g.add_argument("--size", type=int, default=224, help="image side in pixels, 8..1024 (default 224)")
+    g.add_argument("--img-size", type=int, default=224, help="image side in pixels, 8..1024 (default 224)")
+    add_renamed(g, "--max-skipped", "--max-bad-fraction", type=float)
+    add_renamed(g, "--size", "--img-size", type=int)
     g.add_argument("--pool", type=int, default=256, help="source images drawn from the data set (default 256)")
     m = b.add_argument_group("items")
     m.add_argument("--mixers", default="mixup,cutmix", help="comma-separated registered mixers (default mixup,cutmix)")
-    m.add_argument("--n", type=int, default=200, help="number of mixed items, split over the mixers (default 200)")
+    m.add_argument("--pairs", type=int, default=200, help="number of mixed items, split over the mixers (default 200)")
+    add_renamed(m, "--n", "--pairs", type=int)
     m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     m.add_argument("--mode", default="infer", choices=("infer", "softlabel", "click"),
                    help="elicitation: infer (mixing slider + confidence; default), softlabel, click")
@@ -79,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     questions = load_questions(args.questions) if args.questions else None
     mixers = [m.strip() for m in args.mixers.split(",") if m.strip()]
     study = build_study(args.db, data=args.data, root=args.root, fixations=args.fixations, fit=args.fit,
-                        max_skipped=args.max_skipped, mixers=mixers, n=args.n, seed=args.seed, mode=args.mode,
-                        size=args.size, pool=args.pool, checks=args.checks, practice=args.practice,
+                        max_skipped=args.max_bad_fraction, mixers=mixers, n=args.pairs, seed=args.seed, mode=args.mode,
+                        size=args.img_size, pool=args.pool, checks=args.checks, practice=args.practice,
                         distractors=args.distractors, name=args.name, items_per_annotator=args.items_per_annotator,
                         repeats=args.repeats, title=args.title, questions=questions, minutes=args.minutes,
                         completion_code=args.completion_code, redirect_url=args.redirect_url,
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = study.config
     if not args.consent:
         log("note: no --consent given; participants see a generic consent text (replace it for a real study)")
-    log(f"study {study.name!r}: {args.n} mixed items + {args.checks} checks + {args.practice} practice; "
+    log(f"study {study.name!r}: {args.pairs} mixed items + {args.checks} checks + {args.practice} practice; "
         f"{cfg['items_per_annotator']} items per annotator, about {cfg['minutes']} minutes; completion code "
         f"{cfg['completion_code']}")
     log(f"serve it with `gazemix app --db {args.db}`; participants open the URL with ?PROLIFIC_PID=... or ?id=...")

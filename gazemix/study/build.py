@@ -71,8 +71,8 @@ def _boxes_of_masks(masks: Tensor) -> Tensor:
 def _skip_check(skipped: int, total: int, max_skipped: float, what: str, example: str) -> None:
     if total and skipped / total > max_skipped:
         raise StudyInputError(f"{what}: {skipped} of {total} records are unusable ({skipped / total:.1%}, more than "
-                              f"--max-skipped {max_skipped:g}), e.g. {example}; fix the data or pass a larger "
-                              "--max-skipped", field="data")
+                              f"--max-bad-fraction {max_skipped:g}), e.g. {example}; fix the data or pass a larger "
+                              "--max-bad-fraction", field="data")
 
 
 def _pool_order(n: int, pool: int, seed: int) -> list[int]:
@@ -450,8 +450,8 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
             raise StudyInputError(f"--data {data} needs {' and '.join(f'--{o}' for o in needs)} (--root: the folder "
                                   "holding the photographs; see `gazemix score --help` for each data set's layout)",
                                   field=needs[0])
-    _int_option("--n", n, 1, MAX_N)
-    _int_option("--size", size, 8, MAX_SIZE, " (stimuli are shown at most 320 px high)")
+    _int_option("--pairs", n, 1, MAX_N)
+    _int_option("--img-size", size, 8, MAX_SIZE, " (stimuli are shown at most 320 px high)")
     for option, value in (("--pool", pool), ("--checks", checks), ("--practice", practice),
                           ("--distractors", distractors), ("--repeats", repeats)):
         _int_option(option, value, 2 if option == "--pool" else 0, 10_000)
@@ -462,11 +462,11 @@ def build_study(db: str | os.PathLike, *, data: str = "demo", mixers: Sequence[s
     if minutes is not None:
         _int_option("--minutes", minutes, 1, 600)
     if not isinstance(max_skipped, (int, float)) or not 0 <= max_skipped <= 1:
-        raise StudyInputError(f"--max-skipped must be a fraction in [0, 1], got {max_skipped!r}", field="max_skipped")
+        raise StudyInputError(f"--max-bad-fraction must be a fraction in [0, 1], got {max_skipped!r}", field="max_skipped")
     need = pool * size * size * 4 * 5
     if need > MEMORY_LIMIT:
-        raise StudyInputError(f"--pool {pool} at --size {size} needs about {need / 2 ** 30:.1f} GiB of memory (limit "
-                              f"{MEMORY_LIMIT / 2 ** 30:.0f} GiB); lower --size or --pool", field="size")
+        raise StudyInputError(f"--pool {pool} at --img-size {size} needs about {need / 2 ** 30:.1f} GiB of memory (limit "
+                              f"{MEMORY_LIMIT / 2 ** 30:.0f} GiB); lower --img-size or --pool", field="size")
     if checks + practice + 2 > pool:
         raise StudyInputError(f"--pool {pool} is too small for {checks} checks and {practice} practice items",
                               field="pool")
