@@ -1,14 +1,22 @@
 """The embedded DEMO data set: synthetic, seeded, generated in seconds, shipped with no data at all.
 
 **This is synthetic data for demos and tests — not human gaze.** Each image is a labelled foreground object
-(six classes, each a distinct shape with its own texture, random colour, size, rotation and position)
-pasted on a random crop of a cluttered real photograph that ships inside scikit-image
-(``astronaut``, ``coffee``, ``chelsea``, ``rocket``, ``immunohistochemistry``, ``hubble_deep_field``) with a
-few soft, saturated distractor blobs, so a bottom-up saliency model is often drawn to the background. Simulated observers fixate mostly on the object
-(as people looking for the labelled class do; cf. CUB-GHA, Rong et al., BMVC 2021), with a centre bias and a
-few fixations on salient background, where "salient" is the spectral-residual saliency of the image
-(Hou & Zhang, CVPR 2007). Object masks are kept as ground truth. Gaze maps are rendered with
-:func:`gazemix.gaze.render_gaze_maps` (default sigma: 5 % of the image side).
+(six classes: disc, ring, square, triangle, cross, star; random size, rotation and position) pasted on a random
+crop of a cluttered real photograph that ships inside scikit-image (``astronaut``, ``coffee``, ``chelsea``,
+``rocket``, ``immunohistochemistry``, ``hubble_deep_field``) with a few soft, bright distractor blobs, so a
+bottom-up saliency model is often drawn to the background. A class is told by three cues on the object
+only: its shape, its texture (solid, concentric rings, checkerboard, stripes, dots, diagonal stripes) and its
+colour family — three hues (red, green, blue, jittered), each shared by two classes, so colour alone narrows a
+class to two and shape or texture decides. Hiding the object (a mixed-in patch, an occluder) removes all three.
+Objects are drawn anti-aliased (each pixel averages ``q x q`` samples, ``q = ceil(224 / size)``) and the
+photographs are resampled with area averaging, so a set generated at a small size looks like a 224-px set
+downsampled: a classifier trained on small images can be run on resized large ones.
+
+Simulated observers fixate mostly on the object (as people looking for the labelled class do; cf. CUB-GHA,
+Rong et al., BMVC 2021), with a centre bias and a few fixations on salient background, where "salient" is the
+spectral-residual saliency of the image (Hou & Zhang, CVPR 2007). Object masks (pixels at least half covered)
+are kept as ground truth. Gaze maps are rendered with :func:`gazemix.gaze.render_gaze_maps` (default sigma: 5 %
+of the image side).
 
 For real human gaze on labelled images use CUB-GHA instead (:class:`data_adapters.cub_gha.CubGha`).
 """
@@ -30,12 +38,16 @@ from gazemix.sample_images import square_photo
 __all__ = ["CLASS_NAMES", "DemoSet", "make_demo"]
 
 CLASS_NAMES = ["disc", "ring", "square", "triangle", "cross", "star"]
+CLASS_HUES = (0.0, 1 / 3, 2 / 3, 0.0, 1 / 3, 2 / 3)  # hue (turns) of each class: red, green, blue, twice
+HUE_JITTER = 0.03  # +- turns around the class hue
 BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+PHOTO_SIDE = 256  # the photographs are kept at this side (or the image size, if larger) and area-resampled
+SUPERSAMPLE = 224  # objects are drawn with q = ceil(SUPERSAMPLE / size) samples per pixel side
 N_OBSERVERS = 5
 FIX_PER_OBSERVER = (4, 8)  # inclusive range of fixations per observer and image
 P_OBJECT, P_CENTRE = 0.75, 0.15  # the rest goes to salient background
 N_DISTRACTORS = 3
-R_MIN, R_MAX = 0.10, 0.22  # object circumradius as a fraction of the image side
+R_MIN, R_MAX = 0.18, 0.32  # object circumradius as a fraction of the image side
 _CHUNK = 256
 
 
@@ -78,15 +90,15 @@ def _shape_and_texture(label: int, u: torch.Tensor, v: torch.Tensor) -> tuple[to
     if name == "disc":
         return rho < 1, torch.ones_like(rho, dtype=torch.bool)
     if name == "ring":
-        return (rho < 1) & (rho > 0.55), torch.sin(rho * 25) > 0
+        return (rho < 1) & (rho > 0.55), torch.sin(rho * 15) > 0
     if name == "square":
-        return torch.maximum(au, av) < 0.75, (torch.sin(u * 12) > 0) ^ (torch.sin(v * 12) > 0)
+        return torch.maximum(au, av) < 0.75, (torch.sin(u * 7.2) > 0) ^ (torch.sin(v * 7.2) > 0)
     if name == "triangle":
         edges = torch.stack([u * math.cos(a) + v * math.sin(a) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)])
-        return edges.amax(0) < 0.5, torch.sin(v * 20) > 0
+        return edges.amax(0) < 0.5, torch.sin(v * 12) > 0
     if name == "cross":
-        return ((au < 0.3) & (av < 0.95)) | ((av < 0.3) & (au < 0.95)), torch.sin(u * 14) * torch.sin(v * 14) < 0.3
-    return rho < 0.55 + 0.4 * torch.cos(5 * torch.atan2(v, u)), torch.sin((u + v) * 14) > 0
+        return ((au < 0.3) & (av < 0.95)) | ((av < 0.3) & (au < 0.95)), torch.sin(u * 8.4) * torch.sin(v * 8.4) < 0.3
+    return rho < 0.55 + 0.4 * torch.cos(5 * torch.atan2(v, u)), torch.sin((u + v) * 8.4) > 0
 
 
 def _spectral_residual(images: torch.Tensor) -> torch.Tensor:
@@ -109,6 +121,20 @@ def _photos(side: int) -> torch.Tensor:
     return torch.stack([square_photo(name, side) for name in BACKGROUNDS])
 
 
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` hue (turns), saturation and value to ``(n, 3)`` RGB in [0, 1]."""
+    k = (torch.tensor([5.0, 3.0, 1.0]) + 6 * h.view(-1, 1)) % 6
+    return v.view(-1, 1) * (1 - s.view(-1, 1) * torch.minimum(k, 4 - k).clamp(0, 1))
+
+
+def _object_colours(labels: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``(n, 3, 1, 1)`` primary colours: the class hue +- ``HUE_JITTER``, saturation 0.65-1, value 0.75-1."""
+    n = labels.shape[0]
+    hue = torch.tensor(CLASS_HUES)[labels] + HUE_JITTER * (2 * torch.rand(n, generator=g) - 1)
+    sat, val = 0.65 + 0.35 * torch.rand(n, generator=g), 0.75 + 0.25 * torch.rand(n, generator=g)
+    return _hsv_to_rgb(hue % 1.0, sat, val).view(n, 3, 1, 1)
+
+
 def _chunk(n: int, s: int, photos: torch.Tensor, g: torch.Tensor) -> dict:
     """One chunk of ``n`` samples: images, labels, masks and the fixation arrays (all drawn from ``g``)."""
     side = photos.shape[-1]
@@ -119,46 +145,51 @@ def _chunk(n: int, s: int, photos: torch.Tensor, g: torch.Tensor) -> dict:
     crop = side * (0.35 + 0.65 * rnd(n))
     x1, y1 = rnd(n) * (side - crop), rnd(n) * (side - crop)
     rois = torch.stack([which.float(), x1, y1, x1 + crop, y1 + crop], 1)
-    background = roi_align(photos, rois, (s, s), sampling_ratio=0, aligned=True).clamp(0, 1)
-    # clutter: a few soft, saturated blobs (no class looks like them) that pull bottom-up saliency away
+    background = roi_align(photos, rois, (s, s), sampling_ratio=0, aligned=True).clamp(0, 1)  # area-averaging
+    # clutter: a few soft, bright blobs (no class looks like them) that pull bottom-up saliency away
     pix = torch.arange(s, dtype=torch.float32)
     for _ in range(N_DISTRACTORS):
         bx, by, sd = rnd(n, 1) * s, rnd(n, 1) * s, s * (0.02 + 0.03 * rnd(n, 1))
         bump = lambda centre: torch.exp(-0.5 * ((pix - centre) / sd) ** 2)  # (n, S): a Gaussian is separable
         alpha = 0.9 * (bump(by).unsqueeze(2) * bump(bx).unsqueeze(1)).unsqueeze(1)
-        hue = torch.eye(3)[torch.randint(3, (n,), generator=g)].view(n, 3, 1, 1)
-        background = torch.lerp(background, 0.1 + 0.9 * hue, alpha)
-    # object: radius 10-22 % of the side, anywhere it fits, random rotation and colour. Shapes are drawn in
-    # a window of side L around each object (not the whole image), then pasted with one scatter.
+        background = torch.lerp(background, torch.ones_like(background), alpha)
+    # object: anywhere it fits, random rotation and colour. Shapes are drawn in a window of side L around each
+    # object (not the whole image), supersampled q x q per pixel (anti-aliased), then pasted with one scatter.
     radius = s * (R_MIN + (R_MAX - R_MIN) * rnd(n))
     cx = radius + rnd(n) * (s - 2 * radius)
     cy = radius + rnd(n) * (s - 2 * radius)
     theta = 2 * math.pi * rnd(n)
     win = min(s, int(math.ceil(2 * R_MAX * s)) + 2)
+    q = max(1, math.ceil(SUPERSAMPLE / s))
     left = (cx - win / 2).floor().clamp(0, s - win).long()
     top = (cy - win / 2).floor().clamp(0, s - win).long()
     grid = torch.arange(win, dtype=torch.float32)
-    dx = (left.view(-1, 1, 1) + grid.view(1, 1, -1)) - cx.view(-1, 1, 1)  # (n, 1, L): window columns
-    dy = (top.view(-1, 1, 1) + grid.view(1, -1, 1)) - cy.view(-1, 1, 1)  # (n, L, 1): window rows
+    sub = (torch.arange(win * q, dtype=torch.float32) + 0.5) / q - 0.5  # sub-pixel sample positions
+    dx = (left.view(-1, 1, 1) + sub.view(1, 1, -1)) - cx.view(-1, 1, 1)  # (n, 1, Lq): window columns
+    dy = (top.view(-1, 1, 1) + sub.view(1, -1, 1)) - cy.view(-1, 1, 1)  # (n, Lq, 1): window rows
     c, sn, r = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1), radius.view(-1, 1, 1)
     u, v = (c * dx + sn * dy) / r, (-sn * dx + c * dy) / r
-    local_mask = torch.zeros(n, win, win, dtype=torch.bool)
-    local_tex = torch.zeros(n, win, win, dtype=torch.bool)
+    fine_mask = torch.zeros(n, win * q, win * q, dtype=torch.bool)
+    fine_tex = torch.zeros(n, win * q, win * q, dtype=torch.bool)
     for label in range(len(CLASS_NAMES)):
         sel = torch.nonzero(labels == label).flatten()
         if len(sel):
-            local_mask[sel], local_tex[sel] = _shape_and_texture(label, u[sel], v[sel])
+            fine_mask[sel], fine_tex[sel] = _shape_and_texture(label, u[sel], v[sel])
+    cover = F.avg_pool2d(fine_mask.unsqueeze(1).float(), q)[:, 0]  # (n, L, L) share of the pixel inside
+    primary_share = F.avg_pool2d((fine_mask & fine_tex).unsqueeze(1).float(), q)[:, 0]
     flat = ((top.view(-1, 1, 1) + grid.long().view(1, -1, 1)) * s + left.view(-1, 1, 1) + grid.long().view(1, 1, -1)).view(n, -1)
-    mask = torch.zeros(n, s * s, dtype=torch.bool).scatter_(1, flat, local_mask.view(n, -1)).view(n, s, s)
-    primary = torch.zeros(n, s * s, dtype=torch.bool).scatter_(1, flat, local_tex.view(n, -1)).view(n, 1, s, s)
-    colour = 0.15 + 0.85 * rnd(n, 3, 1, 1)
-    images = torch.where(mask.unsqueeze(1), torch.where(primary, colour, 0.45 * colour), background)
+    paste = lambda local: torch.zeros(n, s * s).scatter_(1, flat, local.reshape(n, -1)).view(n, 1, s, s)
+    coverage, primary = paste(cover), paste(primary_share)
+    mask = coverage[:, 0] >= 0.5
+    colour = _object_colours(labels, g)
+    images = background * (1 - coverage) + colour * primary + 0.45 * colour * (coverage - primary)
     sal = _spectral_residual(images)
     # simulated observers
     counts = torch.randint(FIX_PER_OBSERVER[0], FIX_PER_OBSERVER[1] + 1, (n, N_OBSERVERS), generator=g)
     k = int(counts.sum(1).max())
-    near_centre = torch.exp(-0.5 * (dx ** 2 + dy ** 2) / (0.6 * r) ** 2)  # people look at the object's middle
-    on_obj = (local_mask * (near_centre + 1e-6)).view(n, -1)
+    cdx, cdy = left.view(-1, 1, 1) + grid.view(1, 1, -1) - cx.view(-1, 1, 1), top.view(-1, 1, 1) + grid.view(1, -1, 1) - cy.view(-1, 1, 1)
+    near_centre = torch.exp(-0.5 * (cdx ** 2 + cdy ** 2) / (0.6 * r) ** 2)  # people look at the object's middle
+    on_obj = ((cover >= 0.5) * (near_centre + 1e-6)).view(n, -1)
     obj_pix = flat.gather(1, torch.multinomial(on_obj, k, replacement=True, generator=g))
     bg = sal * (~mask) + 1e-12
     bg_pix = torch.multinomial(bg.view(n, -1), k, replacement=True, generator=g)
@@ -196,7 +227,7 @@ def make_demo(n: int = 512, size: int = 224, seed: int = 0) -> DemoSet:
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     g = torch.Generator().manual_seed(seed)
-    photos = _photos(size)  # crops are at most the photo side: one bilinear sample per pixel
+    photos = _photos(max(size, PHOTO_SIDE))  # roi_align averages every pixel's footprint in a crop
     parts = [_chunk(min(_CHUNK, n - start), size, photos, g) for start in range(0, n, _CHUNK)]
     cat = lambda key: torch.cat([p[key] for p in parts])
     fixations = [f for p in parts for f in p["fixations"]]

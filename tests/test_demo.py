@@ -1,10 +1,12 @@
-"""The synthetic demo set: API shapes, determinism, and the premise (observers look at the object)."""
+"""The synthetic demo set: API shapes, determinism, the class cues, and the premise (observers look at the object)."""
 
 import numpy as np
 import pytest
 import torch
 
-from gazemix.demo import CLASS_NAMES, DemoSet, make_demo
+import torch.nn.functional as F
+
+from gazemix.demo import CLASS_HUES, CLASS_NAMES, DemoSet, make_demo
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_observers_look_at_the_object_more_than_bottom_up_saliency(demo):
                             np.clip(np.round(f.x), 0, s - 1).astype(int)].float().mean() for i, f in enumerate(demo.fixations)]
     assert 0.55 < float(torch.stack(on).mean()) < 0.95  # most fixations on the object, not all
     # the premise: bottom-up saliency puts less of its mass on the object than the observers do
-    # (at 224 px: about 15 % against 49 %; tiny 64-px images make the object more salient)
+    # (at 224 px: about 17 % against 61 %; tiny 64-px images make the object more salient)
     assert demo.meta["bottom_up_mass_on_object"] < 0.8 * float(gaze_on_object.mean())
 
 
@@ -67,6 +69,27 @@ def test_classes_differ_in_shape(demo):
             rows, cols = m.any(dim=2).sum(dim=1).float(), m.any(dim=1).sum(dim=1).float()
             fill[c] = float((m.sum(dim=(1, 2)) / (rows * cols)).mean())
     assert len(fill) >= 4 and max(fill.values()) - min(fill.values()) > 0.2
+
+
+def test_colour_family_is_shared_by_two_classes(demo):
+    # the object's mean colour: its hue family is the class's, shared by exactly two classes
+    m = demo.object_masks.float()
+    rgb = (demo.images * m).sum((2, 3)) / m.sum((2, 3))
+    dominant = rgb.argmax(1)  # red, green, blue families = channels 0, 1, 2
+    family = torch.tensor([round(3 * CLASS_HUES[c]) % 3 for c in demo.labels.tolist()])
+    assert float((dominant == family).float().mean()) > 0.9
+    assert sorted(round(3 * h) % 3 for h in CLASS_HUES) == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_small_set_looks_like_a_large_one_downsampled():
+    # anti-aliased objects, area-resampled photographs: a 64-px draw is the 224-px draw shrunk (same seed, same
+    # scenes), so a network trained on small images can be run on resized large ones
+    small, large = make_demo(n=16, size=64, seed=3), make_demo(n=16, size=224, seed=3)
+    assert torch.equal(small.labels, large.labels)
+    shrunk = F.interpolate(large.images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+    assert float((shrunk - small.images).abs().mean()) < 0.03
+    aliased = F.interpolate(large.images, size=(64, 64), mode="nearest")
+    assert float((shrunk - small.images).abs().mean()) < 0.5 * float((aliased - small.images).abs().mean())
 
 
 def test_bad_arguments():
