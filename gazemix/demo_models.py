@@ -443,7 +443,7 @@ def _train_both(config: DemoModelConfig, seed: int, cache_dir: Path, device: str
     t0 = time.perf_counter()
     _log(f"training the demo models once (CNN {config.cnn_epochs} + ViT {config.vit_epochs} epochs on "
          f"{config.train_images} synthetic demo images at {RESOLUTION} px); later runs load them from "
-         f"{cache_dir}", progress)
+         f"{cache_dir}", True)  # said even without progress bars: the first run takes minutes
     data = demo_train_data(config.train_images, config.val_images, RESOLUTION, seed)
     out: dict[str, Any] = {"format": FORMAT, "seed": seed, "config": dataclasses.asdict(config)}
     seconds: dict[str, float] = {}
@@ -535,7 +535,7 @@ def train_learned_mixers(cache_dir: str | os.PathLike | None = None, *, names: t
             if name == "transformmix":
                 options["teacher"] = str(_teacher_checkpoint(cache_dir, config, seed, device, progress, Path(run)))
             _log(f"training the {name} mixer on the demo set ({config.cnn_epochs} epochs of {CNN_NAME}); "
-                 f"cached as {path}", progress)
+                 f"cached as {path}", True)
             cfg = TrainConfig(data="demo", model=CNN_NAME, mixer=name, mixer_options=options,
                               epochs=config.cnn_epochs, batch_size=config.batch_size, img_size=RESOLUTION,
                               out=str(Path(run) / "train"), seed=seed, device=device, lr=config.cnn_lr,

@@ -186,13 +186,13 @@ def skip_reason(mixer: Mixer, *, has_images: bool, models: Mapping[str, ModelCon
     return None
 
 
-def scored_names(names: Sequence[str] | str) -> list[str]:
+def scored_names(names: Sequence[str] | str, *, image_saliency_variants: bool = True) -> list[str]:
     """The rows a ``names`` request scores; ``"all"``: every registered mixer plus its saliency variants.
 
     A row ``NAME@SOURCE`` is mixer ``NAME`` with ``saliency_source=SOURCE``. ``"all"`` adds, for every
-    saliency-guided mixer, its human-gaze variant (``@gaze``: scored on held-out observers like GazeMix) and,
-    where its default source reads a model, its bottom-up image-saliency variant (``@fine_grained``, OpenCV),
-    so that every method has a row that needs no trained model.
+    saliency-guided mixer, its human-gaze variant (``@gaze``: scored on held-out observers like GazeMix) and, with
+    ``image_saliency_variants`` (for runs without a model), the bottom-up image-saliency variant
+    (``@fine_grained``, OpenCV) of each mixer whose default source reads a model, so that every method has a row.
     """
     if not isinstance(names, str):
         return list(names)
@@ -204,7 +204,7 @@ def scored_names(names: Sequence[str] | str) -> list[str]:
         sources = getattr(mixer_class(info.name), "saliency_sources", ())
         if "gaze" in sources:
             rows.append(f"{info.name}@gaze")
-        if info.model_kind is not None and "fine_grained" in sources:
+        if image_saliency_variants and info.model_kind is not None and "fine_grained" in sources:
             rows.append(f"{info.name}@fine_grained")
     return rows
 

@@ -19,6 +19,8 @@ keeps the image's contrast and is what a user calling OpenCV on a photograph wou
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -135,13 +137,23 @@ def fine_grained_saliency(images: Tensor) -> Tensor:
     return _minmax(out)
 
 
+_LAST: list = [None]  # (weak reference to the input batch, its version, backend, saliency) of the last call
+
+
 def bottom_up_saliency(images: Tensor, backend: str = "fine_grained") -> Tensor:
-    """Saliency of each image with the named backend (see the module docstring): ``(B, 1, H, W)`` in ``[0, 1]``."""
-    if backend == "fine_grained":
-        return fine_grained_saliency(images)
-    if backend == "spectral_residual":
-        return spectral_residual_saliency(images)
-    raise ValueError(f"saliency backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    """Saliency of each image with the named backend (see the module docstring): ``(B, 1, H, W)`` in ``[0, 1]``.
+
+    The result for the most recent batch is kept: several mixers called on the same, unmodified batch tensor
+    (scoring runs every mixer on one gathered batch) compute it once.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"saliency backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    last = _LAST[0]
+    if last is not None and last[0]() is images and last[1] == images._version and last[2] == backend:
+        return last[3]
+    sal = fine_grained_saliency(images) if backend == "fine_grained" else spectral_residual_saliency(images)
+    _LAST[0] = (weakref.ref(images), images._version, backend, sal)
+    return sal
 
 
 SALIENCY_SOURCES = ("gradient", "context", "gaze") + BACKENDS

@@ -81,9 +81,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=int, default=512, help="demo set size")
     p.add_argument("--batch-size", type=int, default=64, help="pairs mixed at once")
     p.add_argument("--worst", type=int, default=4, help="worst-gap examples per mixer in the gallery (0: none)")
-    p.add_argument("--model", help="timm model name for mixers that need a model or its attention "
-                   "(e.g. deit_tiny_patch16_224, resnet18); random-initialised unless --checkpoint is given")
+    p.add_argument("--model", help="timm model name for mixers that need a model or its attention (e.g. "
+                   "deit_tiny_patch16_224, resnet18; random-initialised unless --checkpoint is given), or 'none'. "
+                   "Default: on the demo set, the demo CNN and ViT (trained once, cached); elsewhere none")
     p.add_argument("--checkpoint", help="local checkpoint/safetensors file for --model (nothing is downloaded)")
+    p.add_argument("--train-learned", action="store_true",
+                   help="demo set: also train AutoMix and TransformMix once (cached) and score them")
     p.add_argument("--mixer-opt", action="append", type=_mixer_option, default=[], metavar="MIXER.KEY=VALUE",
                    help="option of one mixer (repeatable), e.g. automix.checkpoint=runs/automix/mixer.pt")
     p.add_argument("--max-bad-fraction", type=float, default=0.01,
@@ -158,15 +161,22 @@ def _run(args: argparse.Namespace, dist) -> int:
     log(f"loading {args.data} data at {args.img_size}x{args.img_size} ...")
     data, notes = load_data(args)
     log(f"{data.name}: {data.gaze.shape[0]} images with gaze; " + "; ".join(notes))
-    models = model_contexts(args, data.num_classes or 1000, device)
-    mixer_opts: dict[str, dict] = {}
+    from gazemix.scoring import scored_names
+
+    rows = scored_names(args.mixers, image_saliency_variants=False)
+    models, mixer_opts = model_contexts(args, data, device, rows)
+    if not models:  # no model: score the image-saliency variants of the model-driven saliency mixers instead
+        rows = scored_names(args.mixers)
     for mixer, key, value in args.mixer_opt:
         mixer_opts.setdefault(mixer, {})[key] = value
+    learned_skips = _untrained_learned(rows, mixer_opts)
+    rows = [r for r in rows if r not in learned_skips]
     try:
-        mixers, skipped = build_mixers(args.mixers, num_classes=data.num_classes, seed=args.seed,
+        mixers, skipped = build_mixers(rows, num_classes=data.num_classes, seed=args.seed,
                                        has_images=data.images is not None, models=models, mixer_opts=mixer_opts)
     except ValueError as err:
         raise CliError(f"--mixers/--mixer-opt: {err}") from None
+    skipped.update(learned_skips)
     if not mixers:
         raise CliError("no mixer can run on this data: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     if args.baseline not in mixers:
@@ -235,25 +245,77 @@ def _write_outputs(folder: Path, args, data, summary: pd.DataFrame, samples: pd.
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
 
 
-def model_contexts(args: argparse.Namespace, num_classes: int, device: torch.device) -> dict:
-    """The models that serve model-driven mixers: ``--model`` (with ``--checkpoint``) as a CNN or a ViT."""
-    from gazemix.attention.vit import model_context
-    from gazemix.models import build_model, is_vit, load_pretrained
+LEARNED = ("automix", "transformmix")
+
+
+def _untrained_learned(rows: list[str], mixer_opts: dict[str, dict]) -> dict[str, str]:
+    """Learned mixers asked for without a trained ``mixer.pt``: skipped, with the command that trains them."""
+    return {r: "has no trained mixer.pt: add --train-learned (trains it once on the demo set, cached) or pass "
+               f"--mixer-opt {r}.checkpoint=FILE from `gazemix train --mixer {r}`"
+            for r in rows if r in LEARNED and "checkpoint" not in mixer_opts.get(r, {})}
+
+
+def _any_reads_a_model(rows: list[str]) -> bool:
+    """Whether a requested row (with default options) reads a model: only then are demo models loaded."""
+    from gazemix.registry import create_mixer
+
+    for row in rows:
+        base, _, source = row.partition("@")
+        try:
+            mixer = create_mixer(base, **({"saliency_source": source} if source else {}))
+        except ValueError:
+            continue  # build_mixers reports it
+        if mixer.model_kind is not None or mixer.relabels_after_forward:
+            return True
+    return False
+
+
+def model_contexts(args: argparse.Namespace, data, device: torch.device, rows: list[str]) -> tuple[dict, dict]:
+    """The models that serve model-driven mixers, and the mixer options that go with them.
+
+    ``--model NAME`` (with ``--checkpoint``): that timm model, as a CNN or a ViT. Otherwise, on the demo set, the
+    demo CNN and ViT (:mod:`gazemix.demo_models`: trained once, cached under ``--cache``), the token mixers put
+    on the ViT's grid, and with ``--train-learned`` the learned mixers trained the same way. ``--model none``:
+    no model.
+    """
     from gazemix.scoring import ModelContext
 
-    if not args.model:
-        return {}
-    model = build_model(args.model, num_classes, args.img_size)
-    if args.checkpoint:
-        load_pretrained(model, args.checkpoint)
-        description = f"{args.model} from {args.checkpoint}"
-    else:
-        log(f"warning: --model {args.model} is random-initialised; pass --checkpoint for meaningful attention")
-        description = f"{args.model}, random-initialised (a smoke test, not meaningful attention)"
-    model = model.to(device).eval()
-    if is_vit(model):
-        return {"vit": ModelContext("vit", model_context(model), ("model", "attention", "logits"), description)}
-    return {"cnn": ModelContext("cnn", lambda images, targets: {"model": model}, ("model",), description)}
+    if args.model == "none":
+        return {}, {}
+    if args.model:
+        from gazemix.attention.vit import model_context
+        from gazemix.models import build_model, is_vit, load_pretrained
+
+        model = build_model(args.model, data.num_classes or 1000, args.img_size)
+        if args.checkpoint:
+            load_pretrained(model, args.checkpoint)
+            description = f"{args.model} from {args.checkpoint}"
+        else:
+            log(f"warning: --model {args.model} is random-initialised; pass --checkpoint for meaningful attention")
+            description = f"{args.model}, random-initialised (a smoke test, not meaningful attention)"
+        model = model.to(device).eval()
+        if is_vit(model):
+            return {"vit": ModelContext("vit", model_context(model), ("model", "attention", "logits"), description)}, {}
+        return {"cnn": ModelContext("cnn", lambda images, targets: {"model": model}, ("model",), description)}, {}
+    if data.name != "demo" or not _any_reads_a_model(rows):
+        return {}, {}
+    from gazemix.demo_models import load_or_train_demo_models, train_learned_mixers, vit_mixer_options
+
+    cache = Path(args.cache) / "demo-models"
+    demo = load_or_train_demo_models(cache, progress=not args.quiet, img_size=args.img_size)
+    log(demo.summary())
+    demo.cnn.to(device)
+    demo.vit.to(device)
+    models = {"cnn": ModelContext("cnn", demo.context_provider("cnn"), ("model",),
+                                  f"demo CNN, {demo.accuracy['cnn']:.1f} % held-out top-1 ({demo.path})"),
+              "vit": ModelContext("vit", demo.context_provider("vit"), ("model", "attention", "logits"),
+                                  f"demo ViT, {demo.accuracy['vit']:.1f} % held-out top-1 ({demo.path})")}
+    options = {name: opts for name, opts in vit_mixer_options(args.img_size).items() if name in rows}
+    wanted = tuple(name for name in LEARNED if name in rows)
+    if args.train_learned and wanted:
+        for name, path in train_learned_mixers(cache, names=wanted, progress=not args.quiet).items():
+            options[name] = {"checkpoint": str(path)}
+    return models, options
 
 
 def _ci(mean: float, lo: float, hi: float, signed: bool = False) -> str:

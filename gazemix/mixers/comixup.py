@@ -263,7 +263,11 @@ class CoMixup(SaliencyGuidedMixer):
                                 torch.zeros(1, 1, 1, 1, device=dev, dtype=dt))
             weight = torch.where(used, weights.gather(1, slot.view(-1, 1))[:, 0], torch.zeros_like(weights[:, 0]))
             sources.append(MixSource(idx, share, weight))
-        mixed = sum(src.share * images[src.index] for src in sources)
+        mixed = torch.zeros_like(images)
+        for src in sources:  # most outputs draw on a few of the m slots: touch only the outputs a slot feeds
+            rows = torch.nonzero(src.share.flatten(1).any(dim=1)).flatten()
+            if rows.numel():
+                mixed[rows] += src.share[rows] * images[src.index[rows]]
         mixed_targets = sum(src.weight.view(-1, 1) * soft[src.index] for src in sources)
         if m == 1:  # a batch of one: the lone output is its input; add an empty partner slot for the pair view
             sources.append(MixSource(pos, torch.zeros_like(sources[0].share), torch.zeros_like(sources[0].weight)))

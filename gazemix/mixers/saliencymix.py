@@ -83,8 +83,10 @@ class SaliencyMix(SaliencyGuidedMixer):
             return {"applied": False, "lam_sampled": lam.expand(b), "index": index,
                     "boxes": torch.zeros(b, 4, dtype=torch.long)}
         rows = index.to(images.device) if self.per_sample else index[:1].to(images.device)  # the partners' maps
-        if self.saliency_source in BACKENDS:  # only the partners' maps are computed
+        if self.saliency_source in BACKENDS and not self.per_sample:  # the one partner's map alone
             saliency = bottom_up_saliency(images[rows], self.saliency_source)
+        elif self.saliency_source in BACKENDS:  # every image is a partner: the whole batch (shared by callers)
+            saliency = bottom_up_saliency(images, self.saliency_source)[rows]
         else:
             saliency = self.saliency(images, targets, context)[rows]
         boxes = peak_boxes(saliency, lam.to(images.device)).cpu()
