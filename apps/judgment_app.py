@@ -512,13 +512,18 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
                 rel = next_assignment(db, state["ann"]).item["image_path"]
             return _marked(_load_stimulus(root, rel, state["scale"]), clicks, state["scale"], box)
 
-        def click(state: dict | None, request: gr.Request, evt: gr.EventData) -> dict:
+        def clicks_state(state: dict | None, request: gr.Request) -> tuple[dict, dict | None]:
+            """The session when its clicks may change now, and the page to show instead when the tab is stale."""
             state = owner(state, request, ("items", "practice"))
             stale = current(state)
+            if stale is None and state["stage"] == "practice" and state["answered"]:
+                raise StudyInputError("press Next for the next practice item", field="clicks")
+            return state, stale
+
+        def click(state: dict | None, request: gr.Request, evt: gr.EventData) -> dict:
+            state, stale = clicks_state(state, request)
             if stale is not None:
                 return stale
-            if state["stage"] == "practice" and state["answered"]:
-                raise StudyInputError("press Next for the next practice item", field="clicks")
             data = getattr(evt, "_data", None)  # the raw event data: a malformed one gets our message, not a KeyError
             index = data.get("index") if isinstance(data, dict) else None
             pt = parse_click(index, state["h"], state["w"], state["scale"])
@@ -531,12 +536,9 @@ def build_app(db_path: str | os.PathLike, *, study: str | None = None, require_l
                     controls["clicks"]: text}
 
         def clear(state: dict | None, request: gr.Request) -> dict:
-            state = owner(state, request, ("items", "practice"))
-            stale = current(state)
+            state, stale = clicks_state(state, request)
             if stale is not None:
                 return stale
-            if state["stage"] == "practice" and state["answered"]:
-                raise StudyInputError("press Next for the next practice item", field="clicks")
             return {**cleared(), sess: {**state, "clicks": []}, image: shown(state, []),
                     controls["clicks"]: "No clicks yet."}
 
