@@ -238,7 +238,10 @@ def markdown(summary: pd.DataFrame, header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: pd.DataFrame, summary: pd.DataFrame, path: Any, title: str) -> None:
+def plot(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> Any:
+    """The comparison's figure: per-method means with intervals and runs, paired differences, gap vs outcome."""
+    import textwrap
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -271,15 +274,20 @@ def plot(runs: pd.DataFrame, summary: pd.DataFrame, path: Any, title: str) -> No
     ax = axes.flat[-1]
     ok = np.isfinite(summary["gap"].to_numpy())
     ax.errorbar(summary["gap"][ok], summary["occluded_visible_top1"][ok], fmt="o", color="C0")
-    for _, r in summary[ok].iterrows():
-        ax.annotate(r["method"], (r["gap"], r["occluded_visible_top1"]), fontsize=7, xytext=(3, 3),
+    points = summary[ok].sort_values("occluded_visible_top1", ascending=False)
+    gx, gy = np.ptp(points["gap"]) or 1.0, np.ptp(points["occluded_visible_top1"]) or 1.0
+    placed: list[tuple[float, float]] = []
+    for _, r in points.iterrows():  # a label whose point is close to an earlier one goes below it
+        near = sum(abs(r["gap"] - x) < 0.2 * gx and abs(r["occluded_visible_top1"] - y) < 0.08 * gy
+                   for x, y in placed)
+        placed.append((r["gap"], r["occluded_visible_top1"]))
+        ax.annotate(r["method"], (r["gap"], r["occluded_visible_top1"]), fontsize=7, xytext=(3, 3 - 11 * near),
                     textcoords="offset points")
     ax.set(xlabel="label-gaze gap", ylabel="occluded top-1, object ≥ ½ visible (%)", title="labels vs outcome")
     ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 170), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    return fig
 
 
 def _machine() -> str:
@@ -367,7 +375,10 @@ def run(s: Settings, methods: list[str], out: Path, command: str) -> int:
     title = f"gazemix demo comparison ({settings}) — {date}, {machine}"
     named = lambda suffix: out.parent / f"{out.name}{suffix}"
     picture = io.BytesIO()
-    plot(runs, summary, picture, title)
+    fig = plot(runs, summary, title)
+    fig.savefig(picture, dpi=100, format="png")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
     for suffix, content in ((".csv", summary.to_csv(index=False)), ("_runs.csv", runs.to_csv(index=False)),
                             (".png", picture.getvalue()), (".md", markdown(summary, header))):
         write_file_atomic(named(suffix), content, overwrite=True)

@@ -78,3 +78,17 @@ def test_occluders_cover_a_quarter_to_a_half_and_are_fixed():
     assert torch.equal(boxes, occluders(500, 64))
     rows, cols = boxes[:, 0].any(2).sum(1), boxes[:, 0].any(1).sum(1)
     assert torch.equal(rows * cols, boxes.sum(dim=(1, 2, 3)))  # one rectangle each
+
+
+def test_committed_figure_reads(tmp_path):
+    """The committed run's figure, redrawn: no text overlaps another or leaves the canvas."""
+    from pathlib import Path
+
+    from benchmarks.demo_comparison import plot
+    from tests.layout import overlapping_texts, texts_outside
+
+    runs = pd.read_csv(Path(__file__).parents[1] / "benchmarks" / "results" / "demo_comparison_runs.csv")
+    summary = summarise_runs(runs)
+    title = "gazemix demo comparison (" + "a long settings line " * 12 + ")"
+    fig = plot(runs, summary, title)
+    assert overlapping_texts(fig) == [] and texts_outside(fig) == []
