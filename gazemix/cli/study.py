@@ -1,8 +1,8 @@
 """``gazemix study``: build a human-judgment study (mixed images as PNGs + an SQLite database).
 
 Usage:
-    gazemix study build --data demo --mixers mixup,cutmix,saliencymix --n 200 --seed 0 --db study.sqlite
-    gazemix study build --data samples --mixers mixup,cutmix --n 40 --mode click --checks 0 --db click.sqlite
+    gazemix study build --data demo --mixers mixup,cutmix,saliencymix --pairs 200 --seed 0 --db study.sqlite
+    gazemix study build --data samples --mixers mixup,cutmix --pairs 40 --mode click --checks 0 --db click.sqlite
     gazemix study build --data folder --root my_images --mixers mixup,cutmix --db lab.sqlite \\
         --title "Blended photos" --consent consent.md --instructions instructions.md --questions quiz.json \\
         --completion-code C1234ABC --redirect-url "https://app.prolific.com/submissions/complete?cc=C1234ABC"
@@ -10,6 +10,8 @@ Usage:
 """
 
 from __future__ import annotations
+
+import shlex
 
 import argparse
 
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     log(f"study {study.name!r}: {args.pairs} mixed items + {args.checks} checks + {args.practice} practice; "
         f"{cfg['items_per_annotator']} items per annotator, about {cfg['minutes']} minutes; completion code "
         f"{cfg['completion_code']}")
-    log(f"serve it with `gazemix app --db {args.db}`; participants open the URL with ?PROLIFIC_PID=... or ?id=...")
+    log(f"serve it with `gazemix app --db {shlex.quote(str(args.db))} --study {shlex.quote(study.name)}`; "
+        "participants open the URL with ?PROLIFIC_PID=... or ?id=...")
     print(args.db)
     return 0
