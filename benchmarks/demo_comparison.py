@@ -333,6 +333,7 @@ def run(s: Settings, methods: list[str], out: Path, command: str) -> int:
     from gazemix.demo import make_demo
     from gazemix.demo_models import RESOLUTION, demo_train_data
     from gazemix.outputs import write_file_atomic
+    from gazemix.plots import save_figure
     from gazemix.score_data import demo_scoring_data
 
     t_start, load_start = time.perf_counter(), os.getloadavg()
@@ -375,10 +376,7 @@ def run(s: Settings, methods: list[str], out: Path, command: str) -> int:
     title = f"gazemix demo comparison ({settings}) — {date}, {machine}"
     named = lambda suffix: out.parent / f"{out.name}{suffix}"
     picture = io.BytesIO()
-    fig = plot(runs, summary, title)
-    fig.savefig(picture, dpi=100, format="png")
-    import matplotlib.pyplot as plt
-    plt.close(fig)
+    save_figure(plot(runs, summary, title), picture, dpi=100)
     for suffix, content in ((".csv", summary.to_csv(index=False)), ("_runs.csv", runs.to_csv(index=False)),
                             (".png", picture.getvalue()), (".md", markdown(summary, header))):
         write_file_atomic(named(suffix), content, overwrite=True)

@@ -102,15 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows, columns=["task", "mixers", "seconds", "target", "target_met"])
     table["ratio_to_reference"] = (table["seconds"] / ref_s).round(3)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# score speed, {args.pairs} pairs of CUB-GHA (5 runs, maps cached) — {time.strftime('%Y-%m-%d %H:%M')}, "
-          f"{platform.node()} ({os.cpu_count()} CPUs, load average {load:.1f}), reference gap {ref_gap:.3f}")
+    date, machine = time.strftime("%Y-%m-%d %H:%M"), f"{platform.node()} ({os.cpu_count()} CPUs)"
+    print(f"# score speed, {args.pairs} pairs of CUB-GHA (5 runs, maps cached) — {date}, {machine}, "
+          f"load average {load:.1f}, reference gap {ref_gap:.3f}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print("\nper mixer (s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_mixer.items(), key=lambda kv: -kv[1])))
     if args.out:
         from gazemix.outputs import write_file_atomic
 
-        table["date"], table["machine"] = time.strftime("%Y-%m-%d %H:%M"), f"{platform.node()} ({os.cpu_count()} CPUs)"
-        table["load_average"] = round(load, 2)
+        table["date"], table["machine"], table["load_average"] = date, machine, round(load, 2)
         write_file_atomic(args.out, table.to_csv(index=False), overwrite=True)
     return 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import matplotlib
 
@@ -25,8 +25,8 @@ OWN_COLOUR = (0.12, 0.47, 0.71)
 PARTNER_COLOUR = (1.0, 0.5, 0.05)
 
 
-def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
-    """Save ``fig`` to ``path`` and close it."""
+def save_figure(fig: Figure, path: Path | BinaryIO, dpi: int = 110) -> Path | BinaryIO:
+    """Save ``fig`` as PNG to ``path`` (a file name or a binary file object) and close it."""
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

@@ -11,9 +11,8 @@ Usage:
 
 from __future__ import annotations
 
-import shlex
-
 import argparse
+import shlex
 
 from gazemix.cli._util import add_renamed, log
 
