@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["BoxWarp", "ForwardOutputs", "ForwardRequest", "MixResult", "MixSource", "Mixer", "MixerInputError",
-           "TrackedTargets", "TrainingHooks", "box_sums", "check_index", "check_pairing", "scale_to_mass",
-           "soft_target_ce", "soft_targets"]
+           "TrackedTargets", "TrainingHooks", "box_sums", "cell_sums", "check_index", "check_pairing", "grid_cell_ids",
+           "scale_to_mass", "soft_target_ce", "soft_targets"]
 
 
 class MixerInputError(ValueError):
@@ -89,7 +89,9 @@ class BoxWarp:
 
     def apply(self, x: Tensor) -> Tensor:
         """Warp pixels ``x`` ``(B, C, H, W)``: the source box, resized into the destination box."""
-        b, _, h, w = x.shape
+        b, c, h, w = x.shape
+        if c == 0:  # a batch without channels (gaze-only scoring) has no pixel to sample
+            return x.new_zeros(x.shape)
         grid, inside = self._grid(b, h, w, x.device, x.dtype if x.is_floating_point() else torch.float32)
         out = F.grid_sample(x, grid.to(x.dtype), mode=self.mode, padding_mode="border",
                             align_corners=self.align_corners)
@@ -97,35 +99,39 @@ class BoxWarp:
 
     def apply_at(self, x: Tensor, out_hw: tuple[int, int]) -> Tensor:
         """Like :meth:`apply` but onto an output canvas of ``out_hw`` (e.g. just the destination box)."""
-        b, _, h, w = x.shape
+        b, c, h, w = x.shape
+        if c == 0:
+            return x.new_zeros((b, 0, *out_hw))
         grid, _ = self._grid(b, h, w, x.device, x.dtype if x.is_floating_point() else torch.float32, out_hw)
         grid = grid.expand(b, *grid.shape[1:])
         return F.grid_sample(x, grid.to(x.dtype), mode=self.mode, padding_mode="border",
                              align_corners=self.align_corners)
 
     def apply_density(self, g: Tensor) -> Tensor:
-        """Warp a map ``g`` ``(B, 1, H, W)`` so the destination box holds exactly the mass ``g`` has in ``src``."""
+        """Warp maps ``g`` ``(B, C, H, W)`` so each destination box holds exactly the mass ``g`` has in ``src``."""
         b, _, h, w = g.shape
         shape = self.apply(g).clamp_min(0)
         ys = torch.arange(h, device=g.device).view(1, 1, h, 1)
         xs = torch.arange(w, device=g.device).view(1, 1, 1, w)
         src = self.src.to(g.device).view(b, 4, 1, 1)
         in_src = (ys >= src[:, 0:1]) & (ys < src[:, 2:3]) & (xs >= src[:, 1:2]) & (xs < src[:, 3:4])
-        return scale_to_mass(shape, (g * in_src).sum(dim=(1, 2, 3)))
+        return scale_to_mass(shape, (g * in_src).sum(dim=(2, 3)))
 
     def index_select(self, rows: Tensor) -> "BoxWarp":
         return dataclasses.replace(self, src=self.src[rows], dst=self.dst[rows])
 
 
 def scale_to_mass(shape: Tensor, mass: Tensor) -> Tensor:
-    """Rescale each warped map ``(B, 1, H, W)`` to total ``mass`` ``(B,)`` (0 where the warp shows nothing).
+    """Rescale each warped map ``(B, C, H, W)`` to total ``mass`` ``(B, C)`` (or ``(B,)`` for one channel; 0 where
+    the warp shows nothing).
 
     Warps interpolate a map's *shape*; this makes the replay mass-exact: a shown region keeps exactly the gaze
     mass it had in the source image.
     """
-    total = shape.sum(dim=(1, 2, 3))
+    total = shape.sum(dim=(2, 3))
+    mass = mass.reshape(total.shape)
     scale = torch.where(total > 0, mass / total.clamp_min(torch.finfo(shape.dtype).tiny), torch.zeros_like(total))
-    return shape * scale.view(-1, 1, 1, 1)
+    return shape * scale.view(*total.shape, 1, 1)
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -136,7 +142,9 @@ class MixSource:
     ``share`` is float, or boolean for hard masks (cheaper to build and store; replay converts it).
     ``box`` ``(B, 4)`` (optional) says that ``share`` is exactly the indicator of that box (True inside), or
     of its complement with ``box_complement=True``; with a :class:`BoxWarp` the box is the warp's ``dst``.
-    Replay then sums each map over its box alone (:meth:`MixResult.replay_sources`).
+    ``cells`` ``(B, n, m)`` (optional, no warp) says that ``share`` is constant on the cells of an ``n x m`` grid
+    (pixel ``(y, x)`` in cell ``(y * n // H, x * m // W)``, :func:`grid_cell_ids`) with these values.
+    Replay then sums each map over its box or its cells alone (:meth:`MixResult.replay_masses`).
     """
 
     index: Tensor
@@ -145,6 +153,7 @@ class MixSource:
     warp: BoxWarp | None = None
     box: Tensor | None = None
     box_complement: bool = False
+    cells: Tensor | None = None
 
 
 def soft_targets(targets: Tensor, num_classes: int | None, smoothing: float = 0.0) -> Tensor:
@@ -255,32 +264,61 @@ class MixResult:
         return torch.stack(out, dim=1)
 
     def replay_sources(self, maps: Tensor) -> Tensor:
-        """Map mass that each output keeps from each source: ``(B', S)``.
+        """Map mass that each output keeps from each source: ``(B', S)``, for maps ``(B, 1, H, W)``.
 
         Sources that declare a ``box`` are summed over that box alone (a warped box keeps exactly the mass of
-        its ``src`` box, as :meth:`BoxWarp.apply_density` defines it), without building or reading a mask.
+        its ``src`` box, as :meth:`BoxWarp.apply_density` defines it), sources with ``cells`` over their grid
+        cells, without building or reading a mask.
         """
         self._check_maps(maps)
+        return self.replay_masses(maps)[..., 0]
+
+    def replay_masses(self, maps: Tensor, totals: Tensor | None = None) -> Tensor:
+        """:meth:`replay_sources` of ``C`` map sets at once: ``maps`` ``(B, C, H, W)`` -> ``(B', S, C)``.
+
+        Each channel is replayed on its own (e.g. the evaluation and the guide gaze of the same images); the
+        masks, warps and boxes are built or read once for all of them. ``totals`` ``(B, C)``: the maps' sums, when
+        the caller already has them.
+        """
+        self._check_maps(maps, channels=None)
         b = self.images.shape[0]
-        totals = maps.sum(dim=(1, 2, 3))
-        flat = maps.reshape(maps.shape[0], -1)
+        n, c = maps.shape[:2]
+        totals = maps.sum(dim=(2, 3)) if totals is None else totals.to(maps.dtype)
+        flat = maps.reshape(n, c, -1)
+        per_cell: dict[tuple[int, int], Tensor] = {}
         masses = []
         for src in self.sources:
             if src.box is not None:
-                inside = box_sums(maps, src.index, src.box if src.warp is None else src.warp.src).to(maps.dtype)
+                box = src.box if src.warp is None else src.warp.src
+                inside = box_sums(maps, src.index, box, totals)
                 masses.append(totals[src.index] - inside if src.box_complement else inside)
                 continue
-            share = src.share.to(maps.dtype)
+            if src.cells is not None:
+                grid = tuple(src.cells.shape[-2:])
+                if grid not in per_cell:
+                    per_cell[grid] = cell_sums(maps, grid)  # (N, C, n, m), shared by the sources on this grid
+                masses.append(torch.einsum("bcnm,bnm->bc", per_cell[grid][src.index], src.cells.to(maps.dtype)))
+                continue
+            share = src.share
+            if share.shape[0] == b == n and share.shape[-2:] != (1, 1) and src.warp is None \
+                    and not _is_identity(src.index, n) and _is_permutation(src.index, n):
+                # per-sample masks on permuted maps: move the (small) masks to their maps instead of gathering
+                # the maps, i.e. output ``index[j]``'s mask meets map ``j``
+                inverse = torch.argsort(src.index)
+                g = torch.bmm(flat, share[inverse].to(maps.dtype).reshape(b, -1, 1)).view(b, c)
+                masses.append(g[src.index])
+                continue
+            share = share.to(maps.dtype)
             if src.warp is not None:
                 g = src.warp.apply_density(maps[src.index])
-                masses.append((share * g).sum(dim=(1, 2, 3)))
+                masses.append((share * g).sum(dim=(2, 3)))
             elif share.shape[-2:] == (1, 1):  # constant share per sample: no per-pixel product needed
-                masses.append(share.reshape(share.shape[0], -1)[:, 0].expand(b) * totals[src.index])
+                masses.append(share.reshape(share.shape[0], 1).expand(b, 1) * totals[src.index])
             elif share.shape[0] == 1:  # one mask for the whole batch: a matrix-vector product
                 masses.append(flat[src.index] @ share.reshape(-1))
             else:  # per-sample masks: batched dot products, no temporary map-sized product
-                g = flat if _is_identity(src.index, flat.shape[0]) else flat[src.index]
-                masses.append(torch.bmm(g.unsqueeze(1), share.reshape(b, -1, 1)).view(b))
+                g = flat if _is_identity(src.index, n) else flat[src.index]
+                masses.append(torch.bmm(g, share.reshape(b, -1, 1)).view(b, c))
         return torch.stack(masses, dim=1)
 
     def replay(self, maps: Tensor) -> tuple[Tensor, Tensor]:
@@ -293,10 +331,10 @@ class MixResult:
         masses = self.replay_sources(maps)
         return masses[:, 0], masses[:, 1:].sum(dim=1)
 
-    def _check_maps(self, maps: Tensor) -> None:
+    def _check_maps(self, maps: Tensor, channels: int | None = 1) -> None:
         n = int(max(int(s.index.max()) for s in self.sources)) + 1 if self.images.shape[0] else 0
-        if maps.ndim != 4 or maps.shape[1] != 1:
-            raise MixerInputError(f"maps must have shape (B, 1, H, W), got {tuple(maps.shape)}")
+        if maps.ndim != 4 or (channels is not None and maps.shape[1] != channels):
+            raise MixerInputError(f"maps must have shape (B, {channels or 'C'}, H, W), got {tuple(maps.shape)}")
         if maps.shape[-2:] != self.images.shape[-2:]:
             raise MixerInputError(f"maps are {tuple(maps.shape[-2:])} but the mixed images are "
                                   f"{tuple(self.images.shape[-2:])}: resize the maps to the image size first")
@@ -312,7 +350,8 @@ class MixResult:
         def pick(s: MixSource) -> MixSource:
             share = s.share if s.share.shape[0] == 1 else s.share[rows]
             return MixSource(s.index[rows], share, s.weight[rows], None if s.warp is None else s.warp.index_select(rows),
-                             None if s.box is None else s.box[rows], s.box_complement)
+                             None if s.box is None else s.box[rows], s.box_complement,
+                             None if s.cells is None else s.cells[rows])
         return dataclasses.replace(self, images=self.images[rows], targets=self.targets[rows],
                                    sources=tuple(pick(s) for s in self.sources))
 
@@ -320,21 +359,56 @@ class MixResult:
         def move(s: MixSource) -> MixSource:
             warp = None if s.warp is None else dataclasses.replace(s.warp, src=s.warp.src.to(device), dst=s.warp.dst.to(device))
             return MixSource(s.index.to(device), s.share.to(device), s.weight.to(device), warp,
-                             None if s.box is None else s.box.to(device), s.box_complement)
+                             None if s.box is None else s.box.to(device), s.box_complement,
+                             None if s.cells is None else s.cells.to(device))
         return dataclasses.replace(self, images=self.images.to(device), targets=self.targets.to(device),
                                    sources=tuple(move(s) for s in self.sources))
 
 
-def box_sums(maps: Tensor, index: Tensor, boxes: Tensor) -> Tensor:
-    """Sum of map ``maps[index[b]]`` ``(N, 1, H, W)`` inside half-open box ``boxes[b] = (y1, x1, y2, x2)``, float64.
+def box_sums(maps: Tensor, index: Tensor, boxes: Tensor, totals: Tensor | None = None) -> Tensor:
+    """Sums ``(B, C)`` of maps ``maps[index[b]]`` (``(N, C, H, W)``) inside half-open boxes ``boxes[b] = (y1, x1, y2, x2)``.
 
     One slice sum per box: each reads only its box (no mask is built), which on the CPU is several times
-    faster than a masked pass over the whole map.
+    faster than a masked pass over the whole map. Empty boxes sum to 0 and whole-image boxes to the map's total
+    (``totals`` ``(N, C)`` when given) without reading a pixel. Sums accumulate in the maps' dtype (float32 sums
+    are pairwise, relative error about 1e-7, and several times faster than float64 ones on the CPU).
     """
-    m = maps[:, 0]
-    sums = [m[i, y1:y2, x1:x2].sum(dtype=torch.float64)
-            for i, (y1, x1, y2, x2) in zip(index.tolist(), boxes.tolist())]
-    return torch.stack(sums) if sums else torch.zeros(0, dtype=torch.float64, device=maps.device)
+    n, c, h, w = maps.shape
+    out = torch.zeros(index.shape[0], c, dtype=maps.dtype, device=maps.device)
+    boxes = boxes.to(maps.device)
+    empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    whole = (boxes == boxes.new_tensor([0, 0, h, w])).all(dim=1)
+    if bool(whole.any()):
+        out[whole] = (maps.sum(dim=(2, 3)) if totals is None else totals.to(maps.dtype))[index[whole]]
+    rows = (~empty & ~whole).nonzero().flatten().tolist()
+    for k, i, (y1, x1, y2, x2) in zip(rows, index[rows].tolist(), boxes[rows].tolist()):
+        out[k] = maps[i, :, y1:y2, x1:x2].sum(dim=(1, 2))
+    return out
+
+
+def grid_cell_ids(size: int, cells: int, device: torch.device | None = None) -> Tensor:
+    """Cell of each of ``size`` pixels along one side cut into ``cells`` cells: ``pixel * cells // size``."""
+    return torch.arange(size, device=device) * cells // size
+
+
+def cell_sums(maps: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Sums ``(N, C, n, m)`` of maps ``(N, C, H, W)`` over the cells of an ``n x m`` grid (:func:`grid_cell_ids`).
+
+    One pass over the maps: a reshape when the grid divides the size, else one slice per row and column band.
+    """
+    n_rows, n_cols = grid
+    n, c, h, w = maps.shape
+    if h % n_rows == 0 and w % n_cols == 0:
+        return maps.reshape(n, c, n_rows, h // n_rows, n_cols, w // n_cols).sum(dim=(3, 5))
+    row_edges = torch.bincount(grid_cell_ids(h, n_rows), minlength=n_rows).cumsum(0).tolist()
+    col_edges = torch.bincount(grid_cell_ids(w, n_cols), minlength=n_cols).cumsum(0).tolist()
+    rows = torch.stack([maps[:, :, y0:y1].sum(dim=2) for y0, y1 in zip([0] + row_edges[:-1], row_edges)], dim=2)
+    return torch.stack([rows[..., x0:x1].sum(dim=-1) for x0, x1 in zip([0] + col_edges[:-1], col_edges)], dim=3)
+
+
+def _is_permutation(index: Tensor, n: int) -> bool:
+    """True when ``index`` holds every one of ``0 .. n - 1`` exactly once."""
+    return index.numel() == n and bool((torch.bincount(index, minlength=n) == 1).all())
 
 
 def _is_identity(index: Tensor, n: int) -> bool:
@@ -590,19 +664,23 @@ class Mixer(abc.ABC):
 
     def pair_result(self, images: Tensor, mixed: Tensor, targets: Tensor, index: Tensor, own_share: Tensor,
                     lam: Tensor, params: Mapping[str, Any], *, partner_weight: Tensor | None = None,
-                    partner_warp: BoxWarp | None = None, partner_box: Tensor | None = None) -> MixResult:
+                    partner_warp: BoxWarp | None = None, partner_box: Tensor | None = None,
+                    own_cells: Tensor | None = None) -> MixResult:
         """Build the two-source result ``own = arange(B)``, ``partner = index`` with label weights.
 
         ``partner_box`` ``(B, 4)``: the partner fills exactly this box (its warp's ``dst``) and the own image the
-        rest, so replay sums both over the box alone.
+        rest, so replay sums both over the box alone. ``own_cells`` ``(B, n, m)`` boolean: ``own_share`` is exactly
+        these grid cells (:class:`MixSource` ``cells``), the partner the others.
         """
         b = images.shape[0]
         device = images.device
         lam = lam.to(device=device, dtype=torch.float32)
         partner_weight = (1.0 - lam) if partner_weight is None else partner_weight.to(device=device, dtype=torch.float32)
-        own = MixSource(torch.arange(b, device=device), own_share, lam, box=partner_box, box_complement=True)
+        own = MixSource(torch.arange(b, device=device), own_share, lam, box=partner_box, box_complement=True,
+                        cells=own_cells)
         partner_share = ~own_share if own_share.dtype == torch.bool else 1.0 - own_share
-        partner = MixSource(index.to(device), partner_share, partner_weight, partner_warp, box=partner_box)
+        partner = MixSource(index.to(device), partner_share, partner_weight, partner_warp, box=partner_box,
+                            cells=None if own_cells is None else ~own_cells)
         soft = self.soft(targets, device)
         mixed_targets = lam.view(-1, 1) * soft + partner_weight.view(-1, 1) * soft[partner.index]
         return MixResult(images=mixed, targets=mixed_targets, sources=(own, partner), params=dict(params), mixer=self.name)

@@ -117,8 +117,7 @@ class ScoringData:
         if n < 2:
             raise ValueError(f"scoring needs at least 2 images with gaze, got {n}")
         for name, maps in (("gaze", self.gaze), ("guide_gaze", self.guide_gaze)):
-            # a NaN or inf anywhere makes its map's sum non-finite: one read, no map-sized temporary
-            if maps is not None and not torch.isfinite(maps.sum(dim=(1, 2, 3), dtype=torch.float64)).all():
+            if maps is not None and not _all_finite(maps):
                 raise ValueError(f"{name} maps contain NaN/inf: drop invalid maps (GazeMaps.valid) before scoring")
         if self.guide_gaze is not None and self.guide_gaze.shape != self.gaze.shape:
             raise ValueError(f"guide_gaze {tuple(self.guide_gaze.shape)} must match gaze {tuple(self.gaze.shape)}")
@@ -144,6 +143,14 @@ class ScoringData:
         if self.labels is None:
             return None
         return len(self.class_names) if self.class_names else int(self.labels.max()) + 1
+
+
+def _all_finite(maps: Tensor) -> bool:
+    """True when no map holds a NaN or inf: a NaN or inf anywhere makes its map's sum non-finite, so one read of
+    every map decides (float32 sums are many times faster than float64 ones on the CPU); a sum that is
+    non-finite only by overflow is checked pixel by pixel."""
+    suspect = ~torch.isfinite(maps.sum(dim=(1, 2, 3)))
+    return not bool(suspect.any()) or bool(torch.isfinite(maps[suspect]).all())
 
 
 def draw_pairs(data: ScoringData, n: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -262,8 +269,9 @@ def _chunk_seed(seed: int, start: int) -> int:
 class _Chunk:
     """One chunk of pairs, gathered once and shared by every mixer: ``own + partner`` mixed both ways.
 
-    Model contexts (one clean-batch forward per model) are made on first use and then reused by every mixer
-    of the chunk.
+    The evaluation and the guide maps are also kept side by side as the channels of one batch, so a mix is
+    replayed on both in one pass. Model contexts (one clean-batch forward per model) are made on first use and
+    then reused by every mixer of the chunk.
     """
 
     def __init__(self, data: ScoringData, a: Tensor, b: Tensor, device: torch.device) -> None:
@@ -271,6 +279,8 @@ class _Chunk:
         self.own, self.partner = torch.cat([a, b]), torch.cat([b, a])
         self.gaze = data.gaze[self.own].to(device)
         self.guide = self.gaze if data.guide_gaze is None else data.guide_gaze[self.own].to(device)
+        self.maps = self.gaze if data.guide_gaze is None else torch.cat([self.gaze, self.guide], dim=1)
+        self.totals = self.maps.sum(dim=(2, 3))
         if data.images is not None:
             self.images = data.images[self.own].to(device)
         else:  # mixers that read no pixels only look at the shape: a batch with no channels mixes no pixels
@@ -287,9 +297,11 @@ class _Chunk:
             self._contexts[id(model)] = model.provide(self.images, self.targets)
         return self._contexts[id(model)]
 
-    def replay(self, result: MixResult, which: str) -> Tensor:
-        """Masses of every source on the evaluation (``"gaze"``) or the guide maps, float64."""
-        return result.replay_sources(self.gaze if which == "gaze" else self.guide).detach().double()
+    def replay(self, result: MixResult) -> tuple[Tensor, Tensor | None]:
+        """Masses ``(B', S)`` of every source on the evaluation maps and on the guide maps (``None`` without a
+        split), float64."""
+        masses = result.replay_masses(self.maps, self.totals).detach().double()
+        return masses[..., 0], masses[..., 1] if masses.shape[-1] > 1 else None
 
 
 def _mix(mixer: Mixer, chunk: _Chunk, seed: int, model: ModelContext | None) -> MixResult:
@@ -464,13 +476,12 @@ def _keep_worst(current: list[Example], name: str, result: MixResult, gaze: Tens
 def _pair_rows(name: str, result: MixResult, chunk: _Chunk, data: ScoringData, positions: Tensor,
                ghost_max_gaze: float, ghost_min_label: float) -> pd.DataFrame:
     own, partner = chunk.own, chunk.partner
-    masses = chunk.replay(result, "gaze")
+    masses, guide = chunk.replay(result)
     g_own, g_partner = masses[:, 0], masses[:, 1:].sum(dim=1)
     lam, partner_lam = result.lam.detach().double(), result.partner_lam.detach().double()
     lam_label = lam / (lam + partner_lam).clamp_min(1e-12)
     lam_gaze, defined = gaze_weight(g_own, g_partner)
-    if data.held_out:
-        guide = chunk.replay(result, "guide")
+    if guide is not None:
         lam_guide, _ = gaze_weight(guide[:, 0], guide[:, 1:].sum(dim=1))
         ceiling = label_gaze_gap(lam_guide, lam_gaze)
     else:
@@ -500,11 +511,11 @@ def _pair_rows(name: str, result: MixResult, chunk: _Chunk, data: ScoringData, p
 def _multi_source_rows(name: str, result: MixResult, chunk: _Chunk, data: ScoringData) -> pd.DataFrame:
     """Rows of appended mosaics: ``own`` is the first tile, ``partner`` the second; gap over all tiles."""
     ids = chunk.own
-    masses = chunk.replay(result, "gaze")
+    masses, guide = chunk.replay(result)
     weights = torch.stack([s.weight for s in result.sources], dim=1).detach().double()
     gap, defined = source_shares_gap(weights, masses)
-    if data.held_out:
-        ceiling, _ = source_shares_gap(chunk.replay(result, "guide"), masses)
+    if guide is not None:
+        ceiling, _ = source_shares_gap(guide, masses)
     else:
         ceiling = torch.full_like(gap, float("nan"))
     first = result.own_index.cpu()

@@ -64,7 +64,7 @@ class BlockTransportWarp:
         return out
 
     def apply_density(self, g: Tensor) -> Tensor:
-        """Move the blocks of a map ``(B, 1, H, W)``: whole blocks, so mass is kept exactly."""
+        """Move the blocks of maps ``(B, C, H, W)``: whole blocks, so mass is kept exactly."""
         return self.apply(g)
 
     def index_select(self, rows: Tensor) -> "BlockTransportWarp":

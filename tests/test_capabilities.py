@@ -88,13 +88,14 @@ def test_options_change_capabilities() -> None:
 
 
 @pytest.mark.parametrize(("name", "options"), [v for _, v in INDEPENDENT], ids=[i for i, _ in INDEPENDENT])
-def test_box_replay_matches_the_pixel_replay(name: str, options: dict) -> None:
+def test_box_and_cell_replay_matches_the_pixel_replay(name: str, options: dict) -> None:
     mixer = _build(name, options)
     b, hw = 6, 48
     context = {k: v for k, v in _context(b, hw, 1).items() if k in mixer.needs or k == "index"}
     images = torch.rand(b, 3, hw, hw, generator=torch.Generator().manual_seed(2))
     result = mixer(images, torch.tensor([0, 1, 2, 3, 0, 1]), generator=torch.Generator().manual_seed(3), **context)
-    pixel_only = dataclasses.replace(result, sources=tuple(dataclasses.replace(s, box=None) for s in result.sources))
+    pixel_only = dataclasses.replace(result, sources=tuple(dataclasses.replace(s, box=None, cells=None)
+                                                           for s in result.sources))
     maps = _context(b, hw, 5)["gaze"]
     torch.testing.assert_close(result.replay_sources(maps), pixel_only.replay_sources(maps), rtol=1e-5, atol=1e-6)
 
@@ -107,3 +108,80 @@ def test_box_sources_are_declared_by_the_box_mixers() -> None:
         result = mixer(images, torch.tensor([0, 1, 2, 3]), **context)
         assert result.sources[0].box is not None and result.sources[0].box_complement, name
         assert result.sources[1].box is not None and not result.sources[1].box_complement, name
+
+
+ELEM = [(f"{name}-elem", (name, {"mode": "elem"})) for name in ("cutmix", "fmix", "switch", "mixup")
+        if "elem" in type(_build(name, {})).modes]
+
+
+@pytest.mark.parametrize("pairing", ["permutation", "repeats"])
+@pytest.mark.parametrize(("name", "options"), [v for _, v in INDEPENDENT + ELEM], ids=[i for i, _ in INDEPENDENT + ELEM])
+def test_replay_of_several_map_sets_equals_one_at_a_time(name: str, options: dict, pairing: str) -> None:
+    mixer = _build(name, options)
+    b, hw = 8, 40
+    context = {k: v for k, v in _context(b, hw, 1).items() if k in mixer.needs}
+    context["index"] = torch.roll(torch.arange(b), 3) if pairing == "permutation" else torch.tensor([1, 1, 0, 5, 5, 2, 7, 6])
+    images = torch.rand(b, 3, hw, hw, generator=torch.Generator().manual_seed(2))
+    result = mixer(images, torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), generator=torch.Generator().manual_seed(3), **context)
+    maps = torch.cat([_context(b, hw, 5)["gaze"], _context(b, hw, 6)["gaze"]], dim=1)
+    both = result.replay_masses(maps)
+    assert both.shape == (result.images.shape[0], result.num_sources, 2)
+    for k in range(2):
+        torch.testing.assert_close(both[..., k], result.replay_sources(maps[:, k:k + 1]), rtol=1e-5, atol=1e-7)
+        expected = result.source_maps(maps[:, k:k + 1]).sum(dim=(2, 3))
+        torch.testing.assert_close(both[..., k], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_every_warp_moves_several_maps_channel_by_channel() -> None:
+    from gazemix.contract import BoxWarp
+    from gazemix.learned.transformmix import AffineWarp, similarity_theta
+    from gazemix.warps import BlockTransportWarp
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(3, 2, 24, 24, generator=g)
+    warps = [
+        BoxWarp(src=torch.tensor([[0, 0, 24, 24], [4, 2, 20, 14], [0, 0, 0, 0]]),
+                dst=torch.tensor([[2, 2, 10, 12], [0, 0, 24, 24], [0, 0, 0, 0]]), align_corners=True),
+        BlockTransportWarp(src=torch.stack([torch.randperm(16, generator=g) for _ in range(3)]).masked_fill_(
+            torch.rand(3, 16, generator=g) < 0.2, -1), dst=torch.tensor([[0, 0, 24, 24]] * 3)),
+        AffineWarp.from_theta(similarity_theta(torch.rand(3, 4, generator=g) - 0.5)),
+    ]
+    for warp in warps:
+        both = warp.apply_density(maps)
+        for k in range(2):
+            torch.testing.assert_close(both[:, k:k + 1], warp.apply_density(maps[:, k:k + 1]), rtol=1e-6, atol=1e-7)
+
+
+def test_box_and_cell_sums_match_masked_sums() -> None:
+    from gazemix.contract import box_sums, cell_sums, grid_cell_ids
+
+    maps = torch.rand(4, 2, 13, 10, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[0, 0, 13, 10], [3, 3, 3, 8], [2, 1, 9, 7], [0, 0, 13, 10]])
+    index = torch.tensor([2, 0, 3, 3])
+    ys, xs = torch.arange(13).view(1, 13, 1), torch.arange(10).view(1, 1, 10)
+    inside = (ys >= boxes[:, 0, None, None]) & (ys < boxes[:, 2, None, None]) & (xs >= boxes[:, 1, None, None]) \
+        & (xs < boxes[:, 3, None, None])
+    expected = (maps[index] * inside.unsqueeze(1)).sum(dim=(2, 3))
+    torch.testing.assert_close(box_sums(maps, index, boxes), expected)
+    torch.testing.assert_close(box_sums(maps, index, boxes, maps.sum(dim=(2, 3))), expected)
+    for grid in ((4, 3), (13, 10), (1, 5)):  # sides that the grid does not divide, one pixel per cell, one row
+        rows, cols = grid_cell_ids(13, grid[0]), grid_cell_ids(10, grid[1])
+        assert rows[0] == 0 and rows[-1] == grid[0] - 1 and bool((rows.diff() >= 0).all())
+        one_hot = (rows.view(-1, 1, 1, 1) == torch.arange(grid[0]).view(1, 1, -1, 1)) \
+            & (cols.view(1, -1, 1, 1) == torch.arange(grid[1]).view(1, 1, 1, -1))
+        expected = torch.einsum("ncyx,yxij->ncij", maps, one_hot.float())
+        torch.testing.assert_close(cell_sums(maps, grid), expected)
+    torch.testing.assert_close(cell_sums(maps[..., :12, :10], (4, 5)),
+                               maps[..., :12, :10].reshape(4, 2, 4, 3, 5, 2).sum(dim=(3, 5)))
+
+
+def test_grid_and_mosaic_mixers_declare_what_replay_can_sum() -> None:
+    images, targets = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
+    grid = _build("gridmix", {})(images, targets, generator=torch.Generator().manual_seed(0))
+    assert grid.sources[0].cells is not None and torch.equal(grid.sources[1].cells, ~grid.sources[0].cells)
+    splice = _build("splicemix", {"drop_prob": 1.0})(images, targets, generator=torch.Generator().manual_seed(0))
+    for src in splice.sources:
+        assert src.box is not None and torch.equal(src.box, src.warp.dst)
+        shown = src.share.flatten(1).any(dim=1)
+        empty = (src.box[:, 2] <= src.box[:, 0]) | (src.box[:, 3] <= src.box[:, 1])
+        assert torch.equal(shown, ~empty)  # a dropped cell or an absent original is an empty box

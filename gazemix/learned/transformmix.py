@@ -75,7 +75,7 @@ class AffineWarp:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def apply_density(self, g: Tensor) -> Tensor:
-        """Warp a map ``(B, 1, H, W)`` so the output holds exactly the mass ``g`` has on the source pixels shown."""
+        """Warp maps ``(B, C, H, W)`` so the output holds exactly the mass ``g`` has on the source pixels shown."""
         h, w = g.shape[-2:]
         shape = self.apply(g).clamp_min(0)
         ys = (torch.arange(h, device=g.device, dtype=g.dtype) + 0.5) / h * 2 - 1
@@ -84,7 +84,7 @@ class AffineWarp:
                                                                                             dtype=g.dtype)], dim=-1)
         out = torch.einsum("bij,hwj->bhwi", self.dst.to(device=g.device, dtype=g.dtype), pts)  # where each lands
         shown = (out.abs() <= 1).all(dim=-1).unsqueeze(1)
-        return scale_to_mass(shape, (g * shown).sum(dim=(1, 2, 3)))
+        return scale_to_mass(shape, (g * shown).sum(dim=(2, 3)))
 
     def index_select(self, rows: Tensor) -> "AffineWarp":
         return dataclasses.replace(self, src=self.src[rows], dst=self.dst[rows])

@@ -16,17 +16,17 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta
+from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, grid_cell_ids, sample_beta
 from gazemix.registry import register_mixer
 
 
 def cells_to_mask(cells: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Upsample ``(B, n, n)`` cell choices to a ``(B, 1, H, W)`` mask; cell edges at ``floor(k * H / n)``."""
+    """Upsample ``(B, n, n)`` cell choices to a ``(B, 1, H, W)`` mask; pixel ``(y, x)`` in cell ``(y n // H, x n // W)``."""
     h, w = hw
     n = cells.shape[-1]
-    rows = (torch.arange(h, device=cells.device) * n) // h
-    cols = (torch.arange(w, device=cells.device) * n) // w
-    return cells[:, rows][:, :, cols].unsqueeze(1)
+    rows = grid_cell_ids(h, n, cells.device)
+    cols = grid_cell_ids(w, n, cells.device)
+    return cells.index_select(1, rows).index_select(2, cols).unsqueeze(1)
 
 
 @register_mixer
@@ -64,7 +64,8 @@ class GridMix(Mixer):
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         index = params["index"].to(images.device)
-        mask = cells_to_mask(params["cell_from_own"].to(images.device), tuple(images.shape[-2:]))
+        cells = params["cell_from_own"].to(images.device)
+        mask = cells_to_mask(cells, tuple(images.shape[-2:]))
         mixed = blend(images, index, mask)
         lam = mask.float().mean(dim=(1, 2, 3))
-        return self.pair_result(images, mixed, targets, index, mask, lam, params)
+        return self.pair_result(images, mixed, targets, index, mask, lam, params, own_cells=cells)

@@ -88,18 +88,21 @@ class SpliceMix(Mixer):
         whole = torch.tensor([0, 0, h, w], device=dev)
         sources = []
         for cell, (y0, y1, x0, x1) in enumerate(cells):
-            # boolean shares: the originals are all own image in cell 0's source and absent from the others;
-            # a mosaic shows source ``cell`` in that cell unless it was dropped
+            # the originals are all own image in cell 0's source and absent from the others; a mosaic shows
+            # source ``cell`` (the whole image, down-sampled) in that cell unless it was dropped
+            shown = torch.cat([torch.full((b,), cell == 0, device=dev), ~dropped[:, cell]])
             share = torch.zeros((b + n_mix, 1, h, w), dtype=torch.bool, device=dev)
             share[:b] = cell == 0
             share[b:, :, y0:y1, x0:x1] = ~dropped[:, cell].view(-1, 1, 1, 1)
             box = torch.tensor([y0, x0, y1, x1], device=dev)
             weight = torch.cat([torch.full((b,), float(cell == 0), device=dev), keep[:, cell]])
             index = torch.cat([identity, tiles[:, cell]])
-            warp = BoxWarp(src=whole.repeat(b + n_mix, 1),
-                           dst=torch.cat([whole.expand(b, 4), box.expand(n_mix, 4)]),
-                           mode="bilinear", align_corners=True)
-            sources.append(MixSource(index, share, weight, warp))
+            # a source that is not shown maps an empty box onto an empty box, so its share is its warp's dst
+            # box throughout and replay sums boxes alone (a shown tile keeps its image's whole mass)
+            src_box = torch.where(shown.view(-1, 1), whole, 0)
+            dst_box = torch.where(shown.view(-1, 1), torch.cat([whole.expand(b, 4), box.expand(n_mix, 4)]), 0)
+            warp = BoxWarp(src=src_box, dst=dst_box, mode="bilinear", align_corners=True)
+            sources.append(MixSource(index, share, weight, warp, box=dst_box))
         mixed_targets = sum(s.weight.view(-1, 1) * soft[s.index] for s in sources).clamp(max=1.0)
         return MixResult(images=out, targets=mixed_targets, sources=tuple(sources), params=dict(params),
                          mixer=self.name)
