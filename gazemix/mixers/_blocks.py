@@ -5,16 +5,18 @@ is a fresh allocation that the operating system must fault in page by page. Doin
 keeps each block's temporaries in cache and reuses their memory. Other devices get the whole batch as one
 block (there, kernel launches cost more than memory traffic).
 
-Block loops run on one thread (:func:`single_threaded`): every block operation would otherwise be a parallel
-region of its own, and when other processes keep the cores busy the threads' synchronisation at the end of each
-region costs more than the block's work (measured on 2 shared cores under load: BC+ took 1.3 s with its block loops
-on two threads, 0.07 s with them on one).
+Each block operation runs on one intra-op thread (:func:`single_threaded`): every block operation would otherwise
+be a parallel region of its own, and when other processes keep the cores busy the threads' synchronisation at the
+end of each region costs more than the block's work (measured on 2 shared cores under load: BC+ took 1.3 s with its
+block loops on two threads, 0.07 s with them on one). :func:`for_each_block` instead hands whole blocks to as many
+Python threads as PyTorch had intra-op threads (PyTorch releases the GIL inside its operations).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -46,3 +48,21 @@ def single_threaded(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def for_each_block(work: Callable[[slice], None], n: int, row_bytes: int, device: torch.device) -> None:
+    """Call ``work(rows)`` for every block of :func:`row_blocks`, blocks spread over the CPU's intra-op threads.
+
+    Each block's operations run on one intra-op thread, so results do not depend on the thread count; ``work``
+    must write disjoint outputs per block. Other devices get one call with the whole batch.
+    """
+    blocks = list(row_blocks(n, row_bytes, device))
+    workers = min(len(blocks), torch.get_num_threads()) if device.type == "cpu" else 1
+    with single_threaded(device):
+        if workers <= 1:
+            for rows in blocks:
+                work(rows)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            for done in pool.map(work, blocks):  # re-raises a block's exception here
+                del done

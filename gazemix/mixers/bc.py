@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from gazemix.contract import Mixer, MixResult, MixSource, blend
-from gazemix.mixers._blocks import row_blocks, single_threaded
+from gazemix.mixers._blocks import for_each_block
 from gazemix.registry import register_mixer
 
 
@@ -38,8 +38,8 @@ def other_class_partners(labels: Tensor, generator: torch.Generator) -> Tensor:
 def image_std_mean(images: Tensor) -> tuple[Tensor, Tensor]:
     """Population standard deviation and mean of each image, two ``(B,)`` tensors (zeros for images without pixels).
 
-    Two-pass within each block of whole images, on one CPU thread: the block's means, then the norm of its
-    deviations from them (the block is still in cache, so the batch is read from memory once). Equal to
+    Two-pass within each block of whole images (:func:`~gazemix.mixers._blocks.for_each_block`): the block's means,
+    then the norm of its deviations from them (the block is still in cache, so the batch is read from memory once). Equal to
     ``torch.std_mean(images, dim=(1, 2, 3), correction=0)`` within float rounding, and exactly 0 for a constant
     image as there (its rounded mean may differ from its value), without the per-element Welford updates that
     cost several passes' worth of time on CPU.
@@ -50,13 +50,15 @@ def image_std_mean(images: Tensor) -> tuple[Tensor, Tensor]:
     if n == 0:  # a shape-only batch: nothing to centre
         return images.new_zeros(b), images.new_zeros(b)
     mean, std = flat.new_empty(b), flat.new_empty(b)
-    with single_threaded(images.device):  # small block operations: no per-operation thread synchronisation
-        for rows in row_blocks(b, n * flat.element_size(), images.device):
-            block = flat[rows]
-            torch.mean(block, dim=1, out=mean[rows])
-            deviation = block - mean[rows, None]
-            constant = deviation.amax(dim=1) == deviation.amin(dim=1)
-            std[rows] = torch.linalg.vector_norm(deviation, dim=1).masked_fill_(constant, 0.0)
+
+    def stats(rows: slice) -> None:
+        block = flat[rows]
+        torch.mean(block, dim=1, out=mean[rows])
+        deviation = block - mean[rows, None]
+        constant = deviation.amax(dim=1) == deviation.amin(dim=1)
+        std[rows] = torch.linalg.vector_norm(deviation, dim=1).masked_fill_(constant, 0.0)
+
+    for_each_block(stats, b, n * flat.element_size(), images.device)
     return std.div_(n ** 0.5), mean
 
 

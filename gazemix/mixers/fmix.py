@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from gazemix.contract import Mixer, MixResult, blend, check_pairing, check_range, sample_beta
-from gazemix.mixers._blocks import row_blocks, single_threaded
+from gazemix.mixers._blocks import for_each_block
 from gazemix.registry import register_mixer
 
 
@@ -64,16 +64,19 @@ def binarise_top_k(grey: Tensor, lam: Tensor, round_up: Tensor) -> Tensor:
 def fourier_masks(spectra: Tensor, lam: Tensor, round_up: Tensor, hw: tuple[int, int]) -> Tensor:
     """FMix masks ``(n, H, W)``: :func:`binarise_top_k` of the inverse FFT of ``spectra``.
 
-    Computed block by block of images on one CPU thread, so each block's grey images stay in cache between the
-    inverse FFT and the threshold; equal to ``binarise_top_k(torch.fft.irfft2(spectra, s=hw), lam, round_up)``
-    computed on one thread. The masks do not depend on the thread count: MKL's inverse FFT on several threads can
-    differ in the last bit, enough to move a pixel across the top-k threshold now and then.
+    Computed block by block of images (:func:`~gazemix.mixers._blocks.for_each_block`: blocks spread over the CPU
+    threads, each on one intra-op thread), so each block's grey images stay in cache between the inverse FFT and the
+    threshold; equal to ``binarise_top_k(torch.fft.irfft2(spectra, s=hw), lam, round_up)`` computed on one thread.
+    The masks do not depend on the thread count: MKL's inverse FFT on several threads can differ in the last bit,
+    enough to move a pixel across the top-k threshold now and then, and per-call FFT set-up on several threads costs
+    more than the FFT of a block.
     """
-    n = spectra.shape[0]
-    masks = torch.empty((n, *hw), dtype=torch.bool, device=spectra.device)
-    with single_threaded(spectra.device):  # per-call FFT set-up on several CPU threads costs more than the FFT
-        for rows in row_blocks(n, hw[0] * hw[1] * 4, spectra.device):
-            masks[rows] = binarise_top_k(torch.fft.irfft2(spectra[rows], s=hw), lam[rows], round_up[rows])
+    masks = torch.empty((spectra.shape[0], *hw), dtype=torch.bool, device=spectra.device)
+
+    def fill(rows: slice) -> None:
+        masks[rows] = binarise_top_k(torch.fft.irfft2(spectra[rows], s=hw), lam[rows], round_up[rows])
+
+    for_each_block(fill, spectra.shape[0], hw[0] * hw[1] * 4, spectra.device)
     return masks
 
 
