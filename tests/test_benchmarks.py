@@ -145,3 +145,30 @@ def test_machine_line_gives_cores_and_load():
 def test_peak_extra_memory_on_cuda():
     impl = Impl("alloc", lambda _: torch.empty(2 ** 18, device="cuda"))
     assert peak_extra_mb(impl, torch.device("cuda")) == pytest.approx(1.0, abs=0.01)
+
+
+def test_score_speed_on_a_tiny_cub_gha(tmp_path, capsys):
+    import numpy as np
+
+    from benchmarks.score_speed import main as score_speed_main
+    from benchmarks.score_speed import naive_cutmix_reference
+
+    gaze = tmp_path / "gaze"
+    gaze.mkdir()
+    for run in (1, 2):  # two runs: every image has two observers, so the observer split holds
+        lines = [f"{i},40,30,{5 + i + run},{7 + i},200,{20 - i},{15 + run},300" for i in range(1, 7)]
+        (gaze / f"Fixation_run{run}.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "speed.csv"
+    assert score_speed_main(["--cub-gha", str(gaze), "--cache", str(tmp_path / "cache"), "--pairs", "20",
+                             "--out", str(out)]) == 0
+    assert "per mixer (s):" in capsys.readouterr().out
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["task"] == "gazemix score: all gaze-only mixers" and rows[0]["target"] == "<= 30 s"
+    assert all(r["target_met"] in ("yes", "no") for r in rows[:3]) and all(r["target_met"] == "-" for r in rows[3:])
+    references = [r for r in rows if r["task"].startswith("naive")]
+    assert len(references) == 2 and all(float(r["seconds"]) > 0 for r in references)
+    assert float(references[0]["x_run_file_reference"]) == 1.0 and float(references[1]["x_in_memory_reference"]) == 1.0
+    uniform = np.full((3, 16, 16), 1 / 256, dtype=np.float32)  # gaze spread like pixels: CutMix's label is exact
+    gap, _ = naive_cutmix_reference(uniform, 50)
+    assert gap == pytest.approx(0.0, abs=1e-6)
