@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 __all__ = ["BoxWarp", "ForwardOutputs", "ForwardRequest", "MixResult", "MixSource", "Mixer", "MixerInputError",
            "TrackedTargets", "TrainingHooks", "box_sums", "cell_sums", "check_index", "check_pairing", "grid_cell_ids",
-           "scale_to_mass", "soft_target_ce", "soft_targets"]
+           "scale_to_mass", "soft_target_ce", "soft_targets", "upsample_cells"]
 
 
 class MixerInputError(ValueError):
@@ -389,6 +389,26 @@ def box_sums(maps: Tensor, index: Tensor, boxes: Tensor, totals: Tensor | None =
 def grid_cell_ids(size: int, cells: int, device: torch.device | None = None) -> Tensor:
     """Cell of each of ``size`` pixels along one side cut into ``cells`` cells: ``pixel * cells // size``."""
     return torch.arange(size, device=device) * cells // size
+
+
+def upsample_cells(cells: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
+    """Cell values ``(B, n, m)`` as pixels ``(B, 1, H, W)``, exactly as ``F.interpolate(mode="nearest")`` upsamples them.
+
+    Returns the pixels and, when nearest upsampling puts every pixel in its :func:`grid_cell_ids` cell (always when
+    the grid divides the size evenly enough; not for every size), the cells themselves, ready to be declared as
+    :class:`MixSource` ``cells``; else ``None``.
+    """
+    (h, w), (n, m) = hw, cells.shape[-2:]
+    rows, cols = _nearest_ids(h, n, cells.device), _nearest_ids(w, m, cells.device)
+    pixels = cells.index_select(1, rows).index_select(2, cols).unsqueeze(1)
+    on_grid = torch.equal(rows, grid_cell_ids(h, n, cells.device)) and torch.equal(cols, grid_cell_ids(w, m, cells.device))
+    return pixels, cells if on_grid else None
+
+
+def _nearest_ids(size: int, cells: int, device: torch.device) -> Tensor:
+    """The cell ``F.interpolate(mode="nearest")`` reads for each of ``size`` pixels (its float scale, not integers)."""
+    ids = F.interpolate(torch.arange(cells, dtype=torch.float32).view(1, 1, cells, 1), size=(size, 1), mode="nearest")
+    return ids.view(-1).long().to(device)
 
 
 def cell_sums(maps: Tensor, grid: tuple[int, int]) -> Tensor:

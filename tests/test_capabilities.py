@@ -185,3 +185,31 @@ def test_grid_and_mosaic_mixers_declare_what_replay_can_sum() -> None:
         shown = src.share.flatten(1).any(dim=1)
         empty = (src.box[:, 2] <= src.box[:, 0]) | (src.box[:, 3] <= src.box[:, 1])
         assert torch.equal(shown, ~empty)  # a dropped cell or an absent original is an empty box
+
+
+def test_upsampled_cells_are_nearest_upsampling_and_declared_only_on_the_standard_grid() -> None:
+    import torch.nn.functional as F
+
+    from gazemix.contract import grid_cell_ids, upsample_cells
+
+    cells = torch.rand(2, 4, 3, generator=torch.Generator().manual_seed(0))
+    declared = 0
+    for hw in ((32, 24), (82, 30), (94, 9), (13, 7)):
+        pixels, same = upsample_cells(cells, hw)
+        torch.testing.assert_close(pixels, F.interpolate(cells.unsqueeze(1), size=hw, mode="nearest"), rtol=0, atol=0)
+        on_grid = torch.equal(pixels, cells.index_select(1, grid_cell_ids(hw[0], 4)).index_select(2, grid_cell_ids(hw[1], 3)).unsqueeze(1))
+        assert (same is not None) == on_grid
+        declared += same is not None
+    assert 0 < declared < 4  # (82, 30): nearest's float scale leaves the standard grid, so no cells are declared
+
+
+def test_comixup_declares_its_block_shares_and_replays_them_exactly() -> None:
+    mixer = _build("comixup", {"saliency_source": "gaze"})
+    b, hw = 8, 32
+    context = _context(b, hw, 1)
+    result = mixer(torch.rand(b, 3, hw, hw), torch.arange(b) % 4, generator=torch.Generator().manual_seed(0),
+                   gaze=context["gaze"])
+    assert all(s.cells is not None for s in result.sources)
+    pixel_only = dataclasses.replace(result, sources=tuple(dataclasses.replace(s, cells=None) for s in result.sources))
+    maps = torch.cat([_context(b, hw, 5)["gaze"], _context(b, hw, 6)["gaze"]], dim=1)
+    torch.testing.assert_close(result.replay_masses(maps), pixel_only.replay_masses(maps), rtol=1e-5, atol=1e-7)

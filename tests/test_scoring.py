@@ -59,6 +59,9 @@ def test_hand_computed_metrics():
     assert not bool(disagreement(lam, lam_gaze))
     assert bool(disagreement(torch.tensor([0.7]), torch.tensor([0.2])))
     assert not bool(disagreement(torch.tensor([0.5]), torch.tensor([0.1])))  # ½ favours no side
+    # equal gaze masses summed in float32 give ½ only up to rounding: that never decides a disagreement
+    assert not bool(disagreement(torch.tensor([0.98]), torch.tensor([0.5 - 3e-8], dtype=torch.float64)))
+    assert bool(disagreement(torch.tensor([0.98]), torch.tensor([0.49])))
     shown, covered = pasted_region_shares(g_own.view(1), g_partner.view(1))
     assert math.isclose(float(shown), 0.8, rel_tol=1e-6) and math.isclose(float(covered), 0.0, abs_tol=1e-7)
     assert not bool(ghost_label(lam, 1 - lam, g_own.view(1), g_partner.view(1)))

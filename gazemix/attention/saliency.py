@@ -20,6 +20,7 @@ keeps the image's contrast and is what a user calling OpenCV on a photograph wou
 from __future__ import annotations
 
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -112,7 +113,8 @@ def fine_grained_saliency(images: Tensor) -> Tensor:
 
     Each image is min-max scaled to ``uint8`` grey levels and passed to
     ``cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency``; one OpenCV call per image (inherent
-    to OpenCV). Needs the OpenCV *contrib* build (``opencv-contrib-python-headless``).
+    to OpenCV), the images shared out among as many threads as PyTorch uses (one detector each; OpenCV releases
+    the GIL). Needs the OpenCV *contrib* build (``opencv-contrib-python-headless``).
 
     Returns:
         ``(B, 1, H, W)`` in ``[0, 1]``, on the device and in the dtype of ``images``.
@@ -120,20 +122,32 @@ def fine_grained_saliency(images: Tensor) -> Tensor:
     _check_images(images)
     try:
         import cv2
-        detector = cv2.saliency.StaticSaliencyFineGrained_create()
+        cv2.saliency.StaticSaliencyFineGrained_create()
     except (ImportError, AttributeError) as err:
         raise ImportError("the 'fine_grained' saliency backend needs OpenCV's contrib build: "
                           "pip install opencv-contrib-python-headless (or use backend='spectral_residual')") from err
     grey = _minmax(_grey(images.detach().to(torch.float32)))
     grey8 = (grey[:, 0] * 255).round().to(torch.uint8).cpu().numpy()
-    maps = []
-    for img in grey8:
-        ok, sal = detector.computeSaliency(np.ascontiguousarray(img))
-        if not ok:
-            raise RuntimeError("OpenCV StaticSaliencyFineGrained failed on an image of shape "
-                               f"{img.shape}; use backend='spectral_residual'")
-        maps.append(torch.from_numpy(np.asarray(sal, dtype=np.float32)))
-    out = torch.stack(maps).unsqueeze(1).to(device=images.device, dtype=images.dtype)
+    maps = np.empty(grey8.shape, dtype=np.float32)
+
+    def compute(rows: range) -> None:
+        detector = cv2.saliency.StaticSaliencyFineGrained_create()
+        for i in rows:
+            ok, sal = detector.computeSaliency(np.ascontiguousarray(grey8[i]))
+            if not ok:
+                raise RuntimeError("OpenCV StaticSaliencyFineGrained failed on an image of shape "
+                                   f"{grey8[i].shape}; use backend='spectral_residual'")
+            maps[i] = sal
+
+    workers = max(1, min(len(grey8), torch.get_num_threads()))
+    shares = [range(k, len(grey8), workers) for k in range(workers)]
+    if workers == 1:
+        compute(shares[0])
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            for done in pool.map(compute, shares):  # re-raises a worker's exception here
+                del done
+    out = torch.from_numpy(maps).unsqueeze(1).to(device=images.device, dtype=images.dtype)
     return _minmax(out)
 
 

@@ -40,13 +40,16 @@ def label_gaze_gap(lam: Tensor, lam_gaze: Tensor) -> Tensor:
     return (lam - lam_gaze).abs()
 
 
-def disagreement(lam: Tensor, lam_gaze: Tensor) -> Tensor:
+def disagreement(lam: Tensor, lam_gaze: Tensor, tol: float = 1e-6) -> Tensor:
     """True where the label favours one source and the gaze the other: ``(lam - ½)(lam_gaze - ½) < 0``.
 
-    A weight of exactly ½ favours neither side and never disagrees. NaN ``lam_gaze`` gives False; use the
-    ``defined`` mask of :func:`gaze_weight` to exclude those samples from rates.
+    A weight within ``tol`` of ½ favours neither side and never disagrees: two sources that keep the same gaze
+    mass give ``lam_gaze = ½`` only up to the float32 rounding of the map sums (about 1e-7), and that rounding
+    must not decide the verdict. NaN ``lam_gaze`` gives False; use the ``defined`` mask of :func:`gaze_weight` to
+    exclude those samples from rates.
     """
-    return (lam - 0.5) * (lam_gaze - 0.5) < 0
+    decided = ((lam - 0.5).abs() > tol) & ((lam_gaze - 0.5).abs() > tol)
+    return decided & ((lam - 0.5) * (lam_gaze - 0.5) < 0)
 
 
 def ghost_label(lam: Tensor, partner_lam: Tensor, g_own: Tensor, g_partner: Tensor, *,

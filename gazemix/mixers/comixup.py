@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.contract import MixResult, MixSource, check_range
+from gazemix.contract import MixResult, MixSource, check_range, upsample_cells
 from gazemix.mixers.puzzlemix import import_gco
 from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
@@ -251,21 +251,23 @@ class CoMixup(SaliencyGuidedMixer):
         start = pos // self.m_part * self.m_part
         size = (start + self.m_part).clamp(max=b) - start
         local = pos - start
-        pixel_share = F.interpolate(block_share.permute(0, 3, 1, 2), size=(h, w), mode="nearest")  # (B, m, H, W)
+        n = block_share.shape[1]
         weights = block_share.flatten(1, 2).double().mean(1).float()  # (B, m) block shares
         soft = self.soft(targets, dev)
-        sources = []
+        sources, feeds = [], []
         for s in range(m):  # slot s of output o is local input (o + s) mod group size
             slot = (local + s) % size
             used = s < size
             idx = torch.where(used, start + slot, pos)
-            share = torch.where(used.view(-1, 1, 1, 1), pixel_share.gather(1, slot.view(-1, 1, 1, 1).expand(b, 1, h, w)),
-                                torch.zeros(1, 1, 1, 1, device=dev, dtype=dt))
+            slot_share = block_share.gather(3, slot.view(-1, 1, 1, 1).expand(b, n, n, 1))[..., 0] * used.view(-1, 1, 1)
+            # pixels as nearest upsampling makes them (the official code's); the block shares themselves go with
+            # them whenever that layout is the standard grid, so replay sums blocks instead of pixels
+            share, cells = upsample_cells(slot_share, (h, w))
             weight = torch.where(used, weights.gather(1, slot.view(-1, 1))[:, 0], torch.zeros_like(weights[:, 0]))
-            sources.append(MixSource(idx, share, weight))
+            sources.append(MixSource(idx, share, weight, cells=cells))
+            feeds.append(torch.nonzero(slot_share.flatten(1).any(dim=1)).flatten())  # the outputs this slot feeds
         mixed = torch.zeros_like(images)
-        for src in sources:  # most outputs draw on a few of the m slots: touch only the outputs a slot feeds
-            rows = torch.nonzero(src.share.flatten(1).any(dim=1)).flatten()
+        for src, rows in zip(sources, feeds):  # most outputs draw on a few of the m slots: touch only those outputs
             if rows.numel():
                 mixed[rows] += src.share[rows] * images[src.index[rows]]
         mixed_targets = sum(src.weight.view(-1, 1) * soft[src.index] for src in sources)
