@@ -1,8 +1,9 @@
-"""Speed of the main job: every content-independent mixer scored on 10,000 CUB-GHA pairs, beside naive references.
+"""Speed of the main job: every content-independent mixer on 10,000 CUB-GHA pairs beside naive references, and
+the default ``gazemix score``.
 
-``python -m benchmarks.score_speed [--pairs 10000] [--cub-gha DIR] [--cache DIR] [--out FILE.csv]``
+``python -m benchmarks.score_speed [--pairs 10000] [--cub-gha DIR] [--cache DIR] [--no-default-run] [--out FILE.csv]``
 
-Timed in one run, on the same machine and the same cached gaze maps:
+Timed in one run, on the same machine (the CUB-GHA rows on the same cached gaze maps):
 
 * ``gazemix score`` of every mixer that runs on gaze alone (content-independent, no model), loading
   included: reading the run files and opening the cached guide/evaluation maps (the first run renders
@@ -17,18 +18,24 @@ Timed in one run, on the same machine and the same cached gaze maps:
     fixations (points scaled to 224 x 224, ``scipy.ndimage.gaussian_filter`` with gazemix's default sd of 5 % of the
     long side), as a first script has no cache;
   - *in memory*: on evaluation maps already rendered and in memory (the like-for-like row for gazemix's CutMix
-    without loading).
+    without loading);
+* the default ``gazemix score`` (the demo set, every registered mixer but the two learned ones, the demo models
+  loaded from the cache; the first run trains and caches them before timing), with each mixer's seconds.
 
-Targets (issue 17): all mixers in <= 30 s, and <= 1/3 of the naive CutMix reference's time; the ratio is checked
-against both references. The table says whether each was met; the machine, the load average and the date are
-printed with it.
+Targets (issue 17): the gaze-only mixers in <= 30 s, and in <= 1/3 of the naive CutMix reference's time (checked
+against both references); the default run in <= 90 s. The table says whether each was met; the machine, the load
+average and the date are printed with it; each mixer's seconds go to ``<out>_mixers.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +46,7 @@ from benchmarks.gaze import default_cub_gha_dir
 
 TOTAL_TARGET_S = 30.0
 REFERENCE_RATIO = 1 / 3
+DEFAULT_RUN_TARGET_S = 90.0
 
 
 def _gazemix_run(names: str, fixations: Path, cache: Path, pairs: int) -> tuple[float, float, dict[str, float], int]:
@@ -129,27 +137,23 @@ def _met(ok: bool) -> str:
     return "yes" if ok else "no"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=10_000)
-    parser.add_argument("--cub-gha", type=Path, default=default_cub_gha_dir(), help="CUB-GHA data_5runs folder")
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("GAZEMIX_CACHE",
-                                                                          Path.home() / ".cache" / "gazemix")))
-    parser.add_argument("--out", type=Path, help="also write the table as CSV")
-    args = parser.parse_args(argv)
-    if args.cub_gha is None or not args.cub_gha.is_dir():
-        parser.error("--cub-gha: the CUB-GHA folder with Fixation_run<k>.txt is needed (none beside the repo)")
+COLUMNS = ["task", "mixers", "seconds", "target", "target_met", "x_run_file_reference", "x_in_memory_reference"]
+
+
+def cub_gha_rows(run_dir: Path, cache: Path, pairs: int) -> tuple[list[tuple], dict[str, float], str]:
+    """Rows of the CUB-GHA section (every gaze-only mixer, CutMix alone, both naive references), each mixer's
+    seconds, and a line on the references' gaps."""
     from gazemix.registry import list_mixers
     from gazemix.score_data import load_scoring_data
 
     names = ",".join(m.name for m in list_mixers() if m.content_independent and m.model_kind is None)
-    data, _ = load_scoring_data("cub-gha", fixations=[str(args.cub_gha)], cache_dir=str(args.cache))  # warm cache
+    data, _ = load_scoring_data("cub-gha", fixations=[str(run_dir)], cache_dir=str(cache))  # warm the cache
     evaluation = np.ascontiguousarray(data.gaze[:, 0].numpy())
     del data
-    all_s, load_s, per_mixer, count = _gazemix_run(names, args.cub_gha, args.cache, args.pairs)
-    cut_s, cut_load_s, _, _ = _gazemix_run("cutmix", args.cub_gha, args.cache, args.pairs)
-    ref_gap, ref_s = naive_cutmix_reference(evaluation, args.pairs)
-    raw_gap, raw_s = naive_cutmix_from_run_files(args.cub_gha, args.pairs)
+    all_s, load_s, per_mixer, count = _gazemix_run(names, run_dir, cache, pairs)
+    cut_s, cut_load_s, _, _ = _gazemix_run("cutmix", run_dir, cache, pairs)
+    ref_gap, ref_s = naive_cutmix_reference(evaluation, pairs)
+    raw_gap, raw_s = naive_cutmix_from_run_files(run_dir, pairs)
     rows = [
         ("gazemix score: all gaze-only mixers", count, all_s, f"<= {TOTAL_TARGET_S:g} s", _met(all_s <= TOTAL_TARGET_S)),
         ("  the same, against the naive reference from the run files", count, all_s,
@@ -162,21 +166,75 @@ def main(argv: list[str] | None = None) -> int:
         ("naive NumPy CutMix from the run files (parse, render, gap)", 1, raw_s, "-", "-"),
         ("naive NumPy CutMix on maps in memory (gap only)", 1, ref_s, "-", "-"),
     ]
-    table = pd.DataFrame(rows, columns=["task", "mixers", "seconds", "target", "target_met"])
-    table["x_run_file_reference"] = (table["seconds"] / raw_s).round(3)
-    table["x_in_memory_reference"] = (table["seconds"] / ref_s).round(3)
+    rows = [(*r, round(r[2] / raw_s, 3), round(r[2] / ref_s, 3)) for r in rows]
+    note = (f"CUB-GHA: {pairs} pairs, 5 runs, maps cached; naive reference gaps {raw_gap:.3f} (run files, all "
+            f"observers), {ref_gap:.3f} (evaluation maps)")
+    return rows, per_mixer, note
+
+
+def default_run(cache: Path) -> tuple[float, dict[str, float]]:
+    """Seconds of the default ``gazemix score`` (demo set, every mixer but the learned ones, demo models cached)
+    and each mixer's share of them. The demo models are loaded, or trained and cached, before the timed run."""
+    from gazemix.cli import main as gazemix_main
+    from gazemix.demo_models import load_or_train_demo_models
+
+    load_or_train_demo_models(cache / "demo-models", progress=True)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()) as printed:
+        t0 = time.perf_counter()
+        code = gazemix_main(["score", "--out", f"{tmp}/run", "--cache", str(cache), "--quiet"])
+        seconds = time.perf_counter() - t0
+        if code:
+            raise SystemExit(f"the default gazemix score failed (exit {code}):\n{printed.getvalue()}")
+        per_mixer = json.loads((Path(tmp) / "run" / "config.json").read_text())["seconds_per_mixer"]
+    return seconds, per_mixer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=10_000, help="CUB-GHA pairs per mixer")
+    parser.add_argument("--cub-gha", type=Path, default=default_cub_gha_dir(), help="CUB-GHA data_5runs folder")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("GAZEMIX_CACHE",
+                                                                          Path.home() / ".cache" / "gazemix")))
+    parser.add_argument("--no-default-run", action="store_true", help="skip timing the default gazemix score")
+    parser.add_argument("--out", type=Path, help="also write the table as CSV (and each mixer's seconds beside it, "
+                                                 "as <name>_mixers.csv)")
+    args = parser.parse_args(argv)
+    if args.pairs < 1:
+        parser.error(f"--pairs must be a positive number of pairs, got {args.pairs}")
+    have_cub = args.cub_gha is not None and args.cub_gha.is_dir()
+    if not have_cub and args.no_default_run:
+        parser.error("nothing to time: --cub-gha names no CUB-GHA folder (Fixation_run<k>.txt) and --no-default-run")
+    rows: list[tuple] = []
+    per_mixer: list[tuple[str, str, float]] = []
+    notes = []
+    if have_cub:
+        cub_rows, cub_seconds, note = cub_gha_rows(args.cub_gha, args.cache, args.pairs)
+        rows += cub_rows
+        per_mixer += [("cub-gha", k, v) for k, v in cub_seconds.items()]
+        notes.append(note)
+    else:
+        notes.append("CUB-GHA rows skipped: no CUB-GHA folder (pass --cub-gha DIR with Fixation_run<k>.txt)")
+    if not args.no_default_run:
+        seconds, default_seconds = default_run(args.cache)
+        rows.append(("gazemix score: default run (demo set, models cached)", len(default_seconds), seconds,
+                     f"<= {DEFAULT_RUN_TARGET_S:g} s", _met(seconds <= DEFAULT_RUN_TARGET_S), float("nan"), float("nan")))
+        per_mixer += [("default run", k, v) for k, v in default_seconds.items()]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    mixers = pd.DataFrame(per_mixer, columns=["section", "mixer", "seconds"]).sort_values(
+        ["section", "seconds"], ascending=[True, False])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     date, machine = time.strftime("%Y-%m-%d %H:%M"), f"{platform.node()} ({os.cpu_count()} CPUs)"
-    print(f"# score speed, {args.pairs} pairs of CUB-GHA (5 runs, maps cached) — {date}, {machine}, "
-          f"load average {load:.1f}; naive reference gaps {raw_gap:.3f} (run files, all observers), {ref_gap:.3f} "
-          f"(evaluation maps)")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print("\nper mixer (s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_mixer.items(), key=lambda kv: -kv[1])))
+    print(f"# score speed — {date}, {machine}, load average {load:.1f}\n# " + "\n# ".join(notes))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-"))
+    for section, group in mixers.groupby("section", sort=False):
+        print(f"\nper mixer, {section} (s): " + ", ".join(f"{m} {v:.1f}" for m, v in zip(group.mixer, group.seconds)))
     if args.out:
         from gazemix.outputs import write_file_atomic
 
-        table["date"], table["machine"], table["load_average"] = date, machine, round(load, 2)
+        for frame in (table, mixers):
+            frame["date"], frame["machine"], frame["load_average"] = date, machine, round(load, 2)
         write_file_atomic(args.out, table.to_csv(index=False), overwrite=True)
+        write_file_atomic(args.out.with_name(f"{args.out.stem}_mixers.csv"), mixers.to_csv(index=False), overwrite=True)
     return 0
 
 

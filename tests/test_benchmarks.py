@@ -160,8 +160,11 @@ def test_score_speed_on_a_tiny_cub_gha(tmp_path, capsys):
         (gaze / f"Fixation_run{run}.txt").write_text("\n".join(lines) + "\n")
     out = tmp_path / "speed.csv"
     assert score_speed_main(["--cub-gha", str(gaze), "--cache", str(tmp_path / "cache"), "--pairs", "20",
-                             "--out", str(out)]) == 0
-    assert "per mixer (s):" in capsys.readouterr().out
+                             "--no-default-run", "--out", str(out)]) == 0
+    assert "per mixer, cub-gha (s):" in capsys.readouterr().out
+    with open(tmp_path / "speed_mixers.csv", newline="") as f:
+        seconds = list(csv.DictReader(f))
+    assert {r["section"] for r in seconds} == {"cub-gha"} and {"cutmix", "fmix", "splicemix"} <= {r["mixer"] for r in seconds}
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["task"] == "gazemix score: all gaze-only mixers" and rows[0]["target"] == "<= 30 s"
@@ -172,3 +175,11 @@ def test_score_speed_on_a_tiny_cub_gha(tmp_path, capsys):
     uniform = np.full((3, 16, 16), 1 / 256, dtype=np.float32)  # gaze spread like pixels: CutMix's label is exact
     gap, _ = naive_cutmix_reference(uniform, 50)
     assert gap == pytest.approx(0.0, abs=1e-6)
+
+
+def test_score_speed_needs_something_to_time(tmp_path, capsys):
+    from benchmarks.score_speed import main as score_speed_main
+
+    with pytest.raises(SystemExit):
+        score_speed_main(["--cub-gha", str(tmp_path / "absent"), "--no-default-run"])
+    assert "nothing to time" in capsys.readouterr().err
