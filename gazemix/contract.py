@@ -142,8 +142,9 @@ class MixSource:
     ``share`` is float, or boolean for hard masks (cheaper to build and store; replay converts it).
     ``box`` ``(B, 4)`` (optional) says that ``share`` is exactly the indicator of that box (True inside), or
     of its complement with ``box_complement=True``; with a :class:`BoxWarp` the box is the warp's ``dst``.
-    ``cells`` ``(B, n, m)`` (optional, no warp) says that ``share`` is constant on the cells of an ``n x m`` grid
-    (pixel ``(y, x)`` in cell ``(y * n // H, x * m // W)``, :func:`grid_cell_ids`) with these values.
+    ``cells`` ``(B, n, m)`` (optional) says that ``share`` is constant on the cells of an ``n x m`` grid (pixel
+    ``(y, x)`` in cell ``(y * n // H, x * m // W)``, :func:`grid_cell_ids`) with these values; with a warp, the warp
+    moves whole cells and has ``move_cells`` (:class:`~gazemix.warps.BlockTransportWarp`).
     Replay then sums each map over its box or its cells alone (:meth:`MixResult.replay_masses`).
     """
 
@@ -297,7 +298,8 @@ class MixResult:
                 grid = tuple(src.cells.shape[-2:])
                 if grid not in per_cell:
                     per_cell[grid] = cell_sums(maps, grid)  # (N, C, n, m), shared by the sources on this grid
-                masses.append(torch.einsum("bcnm,bnm->bc", per_cell[grid][src.index], src.cells.to(maps.dtype)))
+                moved = per_cell[grid][src.index] if src.warp is None else src.warp.move_cells(per_cell[grid][src.index])
+                masses.append(torch.einsum("bcnm,bnm->bc", moved, src.cells.to(maps.dtype)))
                 continue
             share = src.share
             if share.shape[0] == b == n and share.shape[-2:] != (1, 1) and src.warp is None \

@@ -67,6 +67,13 @@ class BlockTransportWarp:
         """Move the blocks of maps ``(B, C, H, W)``: whole blocks, so mass is kept exactly."""
         return self.apply(g)
 
+    def move_cells(self, cell_mass: Tensor) -> Tensor:
+        """The mass each destination block receives, from the mass ``(B, C, n, n)`` of each source block."""
+        b, c, n, _ = cell_mass.shape
+        src = self.src.to(cell_mass.device)
+        moved = cell_mass.reshape(b, c, n * n).gather(2, src.clamp_min(0).view(b, 1, n * n).expand(b, c, n * n))
+        return (moved * (src >= 0).view(b, 1, n * n).to(moved.dtype)).view(b, c, n, n)
+
     def index_select(self, rows: Tensor) -> "BlockTransportWarp":
         return dataclasses.replace(self, src=self.src[rows], dst=self.dst[rows])
 

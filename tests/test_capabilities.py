@@ -213,3 +213,16 @@ def test_comixup_declares_its_block_shares_and_replays_them_exactly() -> None:
     pixel_only = dataclasses.replace(result, sources=tuple(dataclasses.replace(s, cells=None) for s in result.sources))
     maps = torch.cat([_context(b, hw, 5)["gaze"], _context(b, hw, 6)["gaze"]], dim=1)
     torch.testing.assert_close(result.replay_masses(maps), pixel_only.replay_masses(maps), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("hw", [32, 31])  # a grid that divides the image (cells declared), one that does not
+def test_puzzlemix_block_replay_matches_the_pixel_replay(hw: int) -> None:
+    mixer = _build("puzzlemix", {"saliency_source": "gaze"})
+    b = 6
+    context = _context(b, hw, 1)
+    result = mixer(torch.rand(b, 3, hw, hw), torch.arange(b) % 4, generator=torch.Generator().manual_seed(0),
+                   gaze=context["gaze"], index=context["index"])
+    assert all((s.cells is not None) == (hw % result.params["grid"] == 0) for s in result.sources)
+    pixel_only = dataclasses.replace(result, sources=tuple(dataclasses.replace(s, cells=None) for s in result.sources))
+    maps = torch.cat([_context(b, hw, 5)["gaze"], _context(b, hw, 6)["gaze"]], dim=1)
+    torch.testing.assert_close(result.replay_masses(maps), pixel_only.replay_masses(maps), rtol=1e-5, atol=1e-7)

@@ -231,14 +231,17 @@ class PuzzleMix(SaliencyGuidedMixer):
         index = params["index"].to(dev)
         rows = (torch.arange(h, device=dev) // (h // n)).clamp(max=n - 1)
         cols = (torch.arange(w, device=dev) // (w // n)).clamp(max=n - 1)
-        share = params["block_mask"].to(dev, dt)[:, rows][:, :, cols].unsqueeze(1)  # (B, 1, H, W)
+        block_mask = params["block_mask"].to(dev, dt)
+        share = block_mask.index_select(1, rows).index_select(2, cols).unsqueeze(1)  # (B, 1, H, W)
+        # on a grid that divides the image the blocks are the standard grid cells: replay sums blocks
+        cells = block_mask if h % n == 0 and w % n == 0 else None
         dst = identity_transport(b, n, (h, w), dev).dst
         warp_own = BlockTransportWarp(src=params["src_own"].to(dev), dst=dst)
         warp_partner = BlockTransportWarp(src=params["src_partner"].to(dev), dst=dst)
         mixed = share * warp_own.apply(images) + (1 - share) * warp_partner.apply(images[index])
         lam = share.flatten(1).double().mean(dim=1).float()
-        own = MixSource(torch.arange(b, device=dev), share, lam, warp_own)
-        partner = MixSource(index, 1 - share, 1 - lam, warp_partner)
+        own = MixSource(torch.arange(b, device=dev), share, lam, warp_own, cells=cells)
+        partner = MixSource(index, 1 - share, 1 - lam, warp_partner, cells=None if cells is None else 1 - cells)
         soft = self.soft(targets, dev)
         mixed_targets = lam.view(-1, 1) * soft + (1 - lam).view(-1, 1) * soft[index]
         return MixResult(images=mixed, targets=mixed_targets, sources=(own, partner), params=dict(params), mixer=self.name)

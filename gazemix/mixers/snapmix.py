@@ -110,8 +110,12 @@ class SnapMix(SaliencyGuidedMixer):
         dev = images.device
         index = params["index"].to(dev)
         active = params["active"].to(dev)
-        warp = BoxWarp(src=params["box1"].to(dev), dst=params["box"].to(dev), mode="bilinear", align_corners=True)
-        inside = boxes_to_mask(params["box"], hw, dev) & active.view(-1, 1, 1, 1)
+        # a sample that is not mixed pastes nothing: an empty box onto an empty box, so the partner's share is its
+        # warp's dst box throughout and replay sums boxes alone
+        shown = active.view(-1, 1)
+        warp = BoxWarp(src=torch.where(shown, params["box1"].to(dev), 0), dst=torch.where(shown, params["box"].to(dev), 0),
+                       mode="bilinear", align_corners=True)
+        inside = boxes_to_mask(warp.dst, hw, dev)
         mixed = torch.where(inside, warp.apply(images[index]), images)
         return self.pair_result(images, mixed, targets, index, (~inside).to(images.dtype), params["lam_own"],
-                                params, partner_weight=params["lam_partner"], partner_warp=warp)
+                                params, partner_weight=params["lam_partner"], partner_warp=warp, partner_box=warp.dst)
