@@ -466,3 +466,18 @@ def test_cuda_matches_device(name: str, opts: dict, ctx: Callable) -> None:
         torch.testing.assert_close(r.targets.sum(1).cpu(), (r.lam + r.partner_lam).cpu(), rtol=1e-4, atol=1e-5)
     finally:
         MODEL.cpu()
+
+
+def test_snapmix_box_mass_is_the_spm_mass_without_building_the_spm() -> None:
+    from gazemix.attention.cam import normalise_cam
+    from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask
+    from gazemix.mixers.snapmix import box_mass
+
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[0, 10, 13, 32], [0, 0, 9, 14], [2, 3, 2, 20], [3, 3, 20, 20]])
+    near_constant = -0.03 + 1e-6 * torch.rand(4, 1, 32, 32, generator=g)  # an untrained CAM: all signal in float noise
+    for maps in (torch.rand(4, 1, 32, 32, generator=g), near_constant):
+        spm = normalise_cam(maps.double())
+        torch.testing.assert_close(box_mass(maps, boxes), (spm * boxes_to_mask(boxes, (32, 32))).sum(dim=(1, 2, 3)))
+    constant = torch.full((4, 1, 32, 32), 0.3).index_fill_(0, torch.tensor([1]), float("nan"))
+    torch.testing.assert_close(box_mass(constant, boxes), box_area_fraction(boxes, (32, 32)))  # SnapMix's uniform SPM

@@ -24,22 +24,27 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from gazemix.attention.cam import class_activation_map, grad_cam, normalise_cam
-from gazemix.contract import BoxWarp, MixResult, check_pairing, check_range, sample_beta
+from gazemix.attention.cam import class_activation_map, grad_cam
+from gazemix.contract import BoxWarp, MixResult, box_sums, check_pairing, check_range, sample_beta
 from gazemix.mixers.boxes import box_area_fraction, boxes_to_mask, cutmix_boxes
 from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
-def semantic_percent_map(maps: Tensor) -> Tensor:
-    """SnapMix's SPM of ``(B, 1, H, W)`` maps: min-shifted and sum-normalised; a constant map becomes uniform."""
-    spm = normalise_cam(maps.double())
-    uniform = torch.full_like(spm, 1.0 / maps[0].numel())
-    return torch.where(torch.isfinite(spm), spm, uniform)
+def box_mass(maps: Tensor, boxes: Tensor) -> Tensor:
+    """Mass of each map's semantic percent map inside its ``(B, 4)`` box, ``(B,)`` float64.
 
-
-def box_mass(spm: Tensor, boxes: Tensor) -> Tensor:
-    """Mass of each ``(B, 1, H, W)`` map inside its ``(B, 4)`` box."""
-    return (spm * boxes_to_mask(boxes, tuple(spm.shape[-2:]), spm.device)).sum(dim=(1, 2, 3))
+    SnapMix's SPM is each ``(B, 1, H, W)`` map minus its minimum, divided by its sum
+    (:func:`~gazemix.attention.cam.normalise_cam`); its mass in a box is the shifted map's sum over the box alone
+    (slice sums, no mask) divided by its total. A constant or non-finite map (no SPM; a uniform one in SnapMix) gives
+    the box's area fraction.
+    """
+    b, _, h, w = maps.shape
+    maps = maps.detach().to(torch.promote_types(maps.dtype, torch.float32))  # half-precision sums would be too coarse
+    shifted = maps - maps.flatten(1).min(dim=1).values.view(-1, 1, 1, 1)  # >= 0: no cancellation in the sums
+    total = shifted.flatten(1).sum(dim=1).double()
+    inside = box_sums(shifted, torch.arange(b, device=maps.device), boxes)[:, 0].double()
+    mass = inside / total.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where((total > 0) & torch.isfinite(mass), mass, box_area_fraction(boxes, (h, w)).to(maps.device))
 
 
 @register_mixer
@@ -92,10 +97,10 @@ class SnapMix(SaliencyGuidedMixer):
         params = {"index": index, "box": box, "box1": box1, "active": active}
         if not bool(active.any()):
             return {**params, "lam_own": torch.ones(b), "lam_partner": torch.zeros(b)}
-        spm = semantic_percent_map(self._maps(images, targets, context))
-        idx = index.to(spm.device)
-        lam_own = (1.0 - box_mass(spm, box)).float().cpu()
-        lam_partner = box_mass(spm[idx], box1).float().cpu()
+        maps = self._maps(images, targets, context)
+        idx = index.to(maps.device)
+        lam_own = (1.0 - box_mass(maps, box)).float().cpu()
+        lam_partner = box_mass(maps[idx], box1).float().cpu()
         if self.official_same_label:
             soft = self.soft(targets, torch.device("cpu"))
             same = (soft == soft[index]).all(dim=1)
