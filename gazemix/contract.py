@@ -396,9 +396,9 @@ def grid_cell_ids(size: int, cells: int, device: torch.device | None = None) -> 
 def upsample_cells(cells: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
     """Cell values ``(B, n, m)`` as pixels ``(B, 1, H, W)``, exactly as ``F.interpolate(mode="nearest")`` upsamples them.
 
-    Returns the pixels and, when nearest upsampling puts every pixel in its :func:`grid_cell_ids` cell (always when
-    the grid divides the size evenly enough; not for every size), the cells themselves, ready to be declared as
-    :class:`MixSource` ``cells``; else ``None``.
+    Returns the pixels and, when nearest upsampling puts every pixel in its :func:`grid_cell_ids` cell, the cells
+    themselves, ready to be declared as :class:`MixSource` ``cells``; else ``None``. It does for most sizes but not
+    all, even some the grid divides (PyTorch places nearest samples with a float scale: 82 pixels in 2 cells).
     """
     (h, w), (n, m) = hw, cells.shape[-2:]
     rows, cols = _nearest_ids(h, n, cells.device), _nearest_ids(w, m, cells.device)
