@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 __all__ = ["BoxWarp", "ForwardOutputs", "ForwardRequest", "MixResult", "MixSource", "Mixer", "MixerInputError",
            "TrackedTargets", "TrainingHooks", "box_sums", "cell_sums", "check_index", "check_pairing", "grid_cell_ids",
-           "scale_to_mass", "soft_target_ce", "soft_targets", "upsample_cells"]
+           "nearest_cell_ids", "nearest_cell_pixels", "scale_to_mass", "soft_target_ce", "soft_targets",
+           "upsample_cells"]
 
 
 class MixerInputError(ValueError):
@@ -401,16 +402,23 @@ def upsample_cells(cells: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor |
     all, even some the grid divides (PyTorch places nearest samples with a float scale: 82 pixels in 2 cells).
     """
     (h, w), (n, m) = hw, cells.shape[-2:]
-    rows, cols = _nearest_ids(h, n, cells.device), _nearest_ids(w, m, cells.device)
+    rows, cols = nearest_cell_ids(h, n, cells.device), nearest_cell_ids(w, m, cells.device)
     pixels = cells.index_select(1, rows).index_select(2, cols).unsqueeze(1)
     on_grid = torch.equal(rows, grid_cell_ids(h, n, cells.device)) and torch.equal(cols, grid_cell_ids(w, m, cells.device))
     return pixels, cells if on_grid else None
 
 
-def _nearest_ids(size: int, cells: int, device: torch.device) -> Tensor:
+def nearest_cell_ids(size: int, cells: int, device: torch.device | None = None) -> Tensor:
     """The cell ``F.interpolate(mode="nearest")`` reads for each of ``size`` pixels (its float scale, not integers)."""
     ids = F.interpolate(torch.arange(cells, dtype=torch.float32).view(1, 1, cells, 1), size=(size, 1), mode="nearest")
     return ids.view(-1).long().to(device)
+
+
+def nearest_cell_pixels(hw: tuple[int, int], grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
+    """Pixels ``(n, m)`` (int64) that nearest upsampling of an ``n x m`` grid to ``hw`` gives each cell."""
+    rows = torch.bincount(nearest_cell_ids(hw[0], grid[0]), minlength=grid[0])
+    cols = torch.bincount(nearest_cell_ids(hw[1], grid[1]), minlength=grid[1])
+    return (rows.view(-1, 1) * cols.view(1, -1)).to(device)
 
 
 def cell_sums(maps: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -691,8 +699,8 @@ class Mixer(abc.ABC):
         """Build the two-source result ``own = arange(B)``, ``partner = index`` with label weights.
 
         ``partner_box`` ``(B, 4)``: the partner fills exactly this box (its warp's ``dst``) and the own image the
-        rest, so replay sums both over the box alone. ``own_cells`` ``(B, n, m)`` boolean: ``own_share`` is exactly
-        these grid cells (:class:`MixSource` ``cells``), the partner the others.
+        rest, so replay sums both over the box alone. ``own_cells`` ``(B, n, m)``: ``own_share`` is constant on these
+        grid cells with these values (:class:`MixSource` ``cells``), the partner's is the complement.
         """
         b = images.shape[0]
         device = images.device
@@ -702,7 +710,8 @@ class Mixer(abc.ABC):
                         cells=own_cells)
         partner_share = ~own_share if own_share.dtype == torch.bool else 1.0 - own_share
         partner = MixSource(index.to(device), partner_share, partner_weight, partner_warp, box=partner_box,
-                            cells=None if own_cells is None else ~own_cells)
+                            cells=None if own_cells is None else ~own_cells if own_cells.dtype == torch.bool
+                            else 1 - own_cells)
         soft = self.soft(targets, device)
         mixed_targets = lam.view(-1, 1) * soft + partner_weight.view(-1, 1) * soft[partner.index]
         return MixResult(images=mixed, targets=mixed_targets, sources=(own, partner), params=dict(params), mixer=self.name)

@@ -185,6 +185,11 @@ def test_grid_and_mosaic_mixers_declare_what_replay_can_sum() -> None:
         shown = src.share.flatten(1).any(dim=1)
         empty = (src.box[:, 2] <= src.box[:, 0]) | (src.box[:, 3] <= src.box[:, 1])
         assert torch.equal(shown, ~empty)  # a dropped cell or an absent original is an empty box
+    context = _context(8, 32, 1)
+    for name in ("rmix", "saliency_grafting", "attentivemix", "comixup"):  # patches upsampled by nearest interpolation
+        result = _build(name, {"saliency_source": "gaze"})(images, targets, generator=torch.Generator().manual_seed(0),
+                                                           gaze=context["gaze"])
+        assert all(s.cells is not None for s in result.sources), name
 
 
 def test_upsampled_cells_are_nearest_upsampling_and_declared_only_on_the_standard_grid() -> None:

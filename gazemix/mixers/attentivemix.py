@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.contract import MixerInputError, MixResult, check_pairing, check_range, sample_beta
+from gazemix.contract import (MixerInputError, MixResult, check_pairing, check_range, nearest_cell_pixels, sample_beta,
+                              upsample_cells)
 from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
@@ -90,13 +91,14 @@ class AttentiveMix(SaliencyGuidedMixer):
                                   f"({scores.shape[1]}x{scores.shape[2]}); use larger images or a smaller top_k")
         k = torch.full((b,), self.top_k) if self.top_k is not None else (lam * cells).floor().long()
         cell_mask = top_k_cell_mask(scores[index.to(scores.device)], k)
-        pasted = F.interpolate(cell_mask[:, None].float(), size=(h, w), mode="nearest") > 0.5
-        return {"index": index, "k": k, "grid": tuple(scores.shape[1:]), "pasted": pasted.cpu()}
+        return {"index": index, "k": k, "grid": tuple(scores.shape[1:]), "pasted_cells": cell_mask.cpu()}
 
     def apply(self, images: Tensor, targets: Tensor, params: Mapping[str, Any]) -> MixResult:
         index = params["index"].to(images.device)
-        pasted = params["pasted"].to(images.device)
-        mixed = torch.where(pasted, images[index], images)
-        own_share = (~pasted).to(images.dtype)
-        lam = own_share.flatten(1).double().mean(dim=1).float()
-        return self.pair_result(images, mixed, targets, index, own_share, lam, params)
+        hw = tuple(images.shape[-2:])
+        own_cells = ~params["pasted_cells"].to(images.device)  # cells, upsampled by nearest interpolation
+        own, cells = upsample_cells(own_cells, hw)
+        mixed = torch.where(own, images, images[index])
+        pixels = nearest_cell_pixels(hw, tuple(own_cells.shape[-2:]), images.device)
+        lam = ((own_cells * pixels).sum(dim=(1, 2)).double() / (hw[0] * hw[1])).float()  # the own pixel share
+        return self.pair_result(images, mixed, targets, index, own.to(images.dtype), lam, params, own_cells=cells)

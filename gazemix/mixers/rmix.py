@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.contract import MixResult, check_pairing, check_range, sample_beta
+from gazemix.contract import MixResult, check_pairing, check_range, nearest_cell_pixels, sample_beta, upsample_cells
 from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
@@ -84,13 +84,14 @@ class RMix(SaliencyGuidedMixer):
         hw = tuple(images.shape[-2:])
         dev, dt = images.device, images.dtype
         index = params["index"].to(dev)
-        top = F.interpolate(params["top"].to(dev, dt), size=hw, mode="nearest")
+        top = params["top"].to(dev, dt)[:, 0]  # (B, P, P) patches, upsampled by nearest interpolation below
         top_j = top[index]
         agree = (top == top_j).to(dt)
         own_only = top * (1 - top_j)
-        lam = params["lam"].to(dev, dt).view(-1, 1, 1, 1)
-        share = agree * lam + own_only  # own image's per-pixel share
+        lam = params["lam"].to(dev, dt).view(-1, 1, 1)
+        share, cells = upsample_cells(agree * lam + own_only, hw)  # own image's per-pixel share, and per patch
         mixed = share * images + (1 - share) * images[index]
-        area = lambda m: m.flatten(1).double().mean(dim=1)
+        pixels = nearest_cell_pixels(hw, tuple(top.shape[-2:]), dev).double()  # exact pixel shares of the patches
+        area = lambda m: (m.double() * pixels).sum(dim=(1, 2)) / (hw[0] * hw[1])  # noqa: E731
         lam_own = (area(agree) * lam.flatten().double() + area(own_only)).float()
-        return self.pair_result(images, mixed, targets, index, share, lam_own, params)
+        return self.pair_result(images, mixed, targets, index, share, lam_own, params, own_cells=cells)

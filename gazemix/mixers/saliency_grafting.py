@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gazemix.contract import MixResult, check_pairing, check_range, sample_beta
+from gazemix.contract import MixResult, check_pairing, check_range, nearest_cell_pixels, sample_beta, upsample_cells
 from gazemix.mixers.saliency_guided import SaliencyGuidedMixer
 from gazemix.registry import register_mixer
 
@@ -85,11 +85,13 @@ class SaliencyGrafting(SaliencyGuidedMixer):
         h, w = images.shape[-2:]
         dev, dt = images.device, images.dtype
         index = params["index"].to(dev)
-        pasted = F.interpolate(params["graft"].to(dev, dt).unsqueeze(1), size=(h, w), mode="nearest")
-        own_share = 1 - pasted
+        own_cells = 1 - params["graft"].to(dev, dt)  # patches, upsampled by nearest interpolation
+        own_share, cells = upsample_cells(own_cells, (h, w))
+        pasted = 1 - own_share
         mixed = own_share * images + pasted * images[index]
         own, partner = params["shown_own"].to(dev), params["shown_partner"].to(dev)
         total = own + partner
-        area = own_share.flatten(1).double().mean(1).float()
+        pixels = nearest_cell_pixels((h, w), tuple(own_cells.shape[-2:]), dev).double()
+        area = ((own_cells.double() * pixels).sum(dim=(1, 2)) / (h * w)).float()  # the own image's pixel share
         lam = torch.where(total > 0, own / total.clamp_min(torch.finfo(torch.float32).tiny), area)
-        return self.pair_result(images, mixed, targets, index, own_share, lam, params)
+        return self.pair_result(images, mixed, targets, index, own_share, lam, params, own_cells=cells)
