@@ -102,6 +102,8 @@ def naive_cutmix_from_run_files(run_dir: Path, pairs: int, size: int = 224, seed
     """
     from scipy.ndimage import gaussian_filter
 
+    from gazemix.gaze import DEFAULT_SIGMA_FRACTION
+
     t0 = time.perf_counter()
     points: dict[int, list[tuple[int, int]]] = {}
     sizes: dict[int, tuple[int, int]] = {}
@@ -122,7 +124,7 @@ def naive_cutmix_from_run_files(run_dir: Path, pairs: int, size: int = 224, seed
         cols = np.minimum((xy[:, 0] + 0.5) * size / width, size - 1).astype(int)
         counts = np.zeros((size, size))
         np.add.at(counts, (rows, cols), 1.0)
-        sd = 0.05 * max(height, width)
+        sd = DEFAULT_SIGMA_FRACTION * max(height, width)
         smooth = gaussian_filter(counts, (sd * size / height, sd * size / width), mode="constant")
         return smooth / smooth.sum()
 
@@ -198,11 +200,12 @@ def default_run(cache: Path) -> tuple[float, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gazemix.demo_models import default_cache_dir
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=10_000, help="CUB-GHA pairs per mixer")
     parser.add_argument("--cub-gha", type=Path, default=default_cub_gha_dir(), help="CUB-GHA data_5runs folder")
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("GAZEMIX_CACHE",
-                                                                          Path.home() / ".cache" / "gazemix")))
+    parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="gazemix's cache (env GAZEMIX_CACHE)")
     parser.add_argument("--no-default-run", action="store_true", help="skip timing the default gazemix score")
     parser.add_argument("--out", type=Path, help="also write the table as CSV (and each mixer's seconds beside it, "
                                                  "as <name>_mixers.csv)")

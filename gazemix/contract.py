@@ -121,6 +121,15 @@ class BoxWarp:
     def index_select(self, rows: Tensor) -> "BoxWarp":
         return dataclasses.replace(self, src=self.src[rows], dst=self.dst[rows])
 
+    def only(self, shown: Tensor) -> "BoxWarp":
+        """The same warp for the outputs where ``shown`` ``(B,)`` is True; an empty box onto an empty box elsewhere.
+
+        A source that shows nothing in some outputs then still has its warp's ``dst`` as its exact box (an empty
+        one there), so it can be declared as a :class:`MixSource` ``box`` and replayed from box sums.
+        """
+        keep = shown.to(self.dst.device).view(-1, 1)
+        return dataclasses.replace(self, src=torch.where(keep, self.src, 0), dst=torch.where(keep, self.dst, 0))
+
 
 def scale_to_mass(shape: Tensor, mass: Tensor) -> Tensor:
     """Rescale each warped map ``(B, C, H, W)`` to total ``mass`` ``(B, C)`` (or ``(B,)`` for one channel; 0 where

@@ -31,6 +31,11 @@ def _build(name: str, options: dict):
 INDEPENDENT = [(i, v) for i, v in zip(IDS, VARIANTS) if _build(*v).content_independent]
 
 
+def _pixel_only(result):
+    """The same mix with no declared boxes or cells: replay reads every pixel of every share."""
+    return dataclasses.replace(result, sources=tuple(dataclasses.replace(s, box=None, cells=None) for s in result.sources))
+
+
 def _context(b: int, hw: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     gaze = torch.rand(b, 1, hw, hw, generator=g) ** 4
@@ -94,8 +99,7 @@ def test_box_and_cell_replay_matches_the_pixel_replay(name: str, options: dict) 
     context = {k: v for k, v in _context(b, hw, 1).items() if k in mixer.needs or k == "index"}
     images = torch.rand(b, 3, hw, hw, generator=torch.Generator().manual_seed(2))
     result = mixer(images, torch.tensor([0, 1, 2, 3, 0, 1]), generator=torch.Generator().manual_seed(3), **context)
-    pixel_only = dataclasses.replace(result, sources=tuple(dataclasses.replace(s, box=None, cells=None)
-                                                           for s in result.sources))
+    pixel_only = _pixel_only(result)
     maps = _context(b, hw, 5)["gaze"]
     torch.testing.assert_close(result.replay_sources(maps), pixel_only.replay_sources(maps), rtol=1e-5, atol=1e-6)
 
@@ -215,7 +219,7 @@ def test_comixup_declares_its_block_shares_and_replays_them_exactly() -> None:
     result = mixer(torch.rand(b, 3, hw, hw), torch.arange(b) % 4, generator=torch.Generator().manual_seed(0),
                    gaze=context["gaze"])
     assert all(s.cells is not None for s in result.sources)
-    pixel_only = dataclasses.replace(result, sources=tuple(dataclasses.replace(s, cells=None) for s in result.sources))
+    pixel_only = _pixel_only(result)
     maps = torch.cat([_context(b, hw, 5)["gaze"], _context(b, hw, 6)["gaze"]], dim=1)
     torch.testing.assert_close(result.replay_masses(maps), pixel_only.replay_masses(maps), rtol=1e-5, atol=1e-7)
 
@@ -228,6 +232,6 @@ def test_puzzlemix_block_replay_matches_the_pixel_replay(hw: int) -> None:
     result = mixer(torch.rand(b, 3, hw, hw), torch.arange(b) % 4, generator=torch.Generator().manual_seed(0),
                    gaze=context["gaze"], index=context["index"])
     assert all((s.cells is not None) == (hw % result.params["grid"] == 0) for s in result.sources)
-    pixel_only = dataclasses.replace(result, sources=tuple(dataclasses.replace(s, cells=None) for s in result.sources))
+    pixel_only = _pixel_only(result)
     maps = torch.cat([_context(b, hw, 5)["gaze"], _context(b, hw, 6)["gaze"]], dim=1)
     torch.testing.assert_close(result.replay_masses(maps), pixel_only.replay_masses(maps), rtol=1e-5, atol=1e-7)

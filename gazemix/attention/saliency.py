@@ -145,8 +145,7 @@ def fine_grained_saliency(images: Tensor) -> Tensor:
         compute(shares[0])
     else:
         with ThreadPoolExecutor(workers) as pool:
-            for done in pool.map(compute, shares):  # re-raises a worker's exception here
-                del done
+            list(pool.map(compute, shares))  # waits for every worker and re-raises a worker's exception
     out = torch.from_numpy(maps).unsqueeze(1).to(device=images.device, dtype=images.dtype)
     return _minmax(out)
 

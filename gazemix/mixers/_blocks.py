@@ -64,5 +64,4 @@ def for_each_block(work: Callable[[slice], None], n: int, row_bytes: int, device
                 work(rows)
             return
         with ThreadPoolExecutor(workers) as pool:
-            for done in pool.map(work, blocks):  # re-raises a block's exception here
-                del done
+            list(pool.map(work, blocks))  # waits for every block and re-raises a block's exception

@@ -115,11 +115,9 @@ class SnapMix(SaliencyGuidedMixer):
         dev = images.device
         index = params["index"].to(dev)
         active = params["active"].to(dev)
-        # a sample that is not mixed pastes nothing: an empty box onto an empty box, so the partner's share is its
-        # warp's dst box throughout and replay sums boxes alone
-        shown = active.view(-1, 1)
-        warp = BoxWarp(src=torch.where(shown, params["box1"].to(dev), 0), dst=torch.where(shown, params["box"].to(dev), 0),
-                       mode="bilinear", align_corners=True)
+        # a sample that is not mixed pastes nothing, so the partner's share is its warp's dst box throughout
+        warp = BoxWarp(src=params["box1"].to(dev), dst=params["box"].to(dev), mode="bilinear",
+                       align_corners=True).only(active)
         inside = boxes_to_mask(warp.dst, hw, dev)
         mixed = torch.where(inside, warp.apply(images[index]), images)
         return self.pair_result(images, mixed, targets, index, (~inside).to(images.dtype), params["lam_own"],

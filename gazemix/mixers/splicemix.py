@@ -97,12 +97,11 @@ class SpliceMix(Mixer):
             box = torch.tensor([y0, x0, y1, x1], device=dev)
             weight = torch.cat([torch.full((b,), float(cell == 0), device=dev), keep[:, cell]])
             index = torch.cat([identity, tiles[:, cell]])
-            # a source that is not shown maps an empty box onto an empty box, so its share is its warp's dst
-            # box throughout and replay sums boxes alone (a shown tile keeps its image's whole mass)
-            src_box = torch.where(shown.view(-1, 1), whole, 0)
-            dst_box = torch.where(shown.view(-1, 1), torch.cat([whole.expand(b, 4), box.expand(n_mix, 4)]), 0)
-            warp = BoxWarp(src=src_box, dst=dst_box, mode="bilinear", align_corners=True)
-            sources.append(MixSource(index, share, weight, warp, box=dst_box))
+            # the share is the warp's dst box throughout, so replay sums boxes alone (a shown tile keeps its
+            # image's whole mass)
+            warp = BoxWarp(src=whole.repeat(b + n_mix, 1), dst=torch.cat([whole.expand(b, 4), box.expand(n_mix, 4)]),
+                           mode="bilinear", align_corners=True).only(shown)
+            sources.append(MixSource(index, share, weight, warp, box=warp.dst))
         mixed_targets = sum(s.weight.view(-1, 1) * soft[s.index] for s in sources).clamp(max=1.0)
         return MixResult(images=out, targets=mixed_targets, sources=tuple(sources), params=dict(params),
                          mixer=self.name)
